@@ -1,0 +1,24 @@
+"""A local stand-in for the natality table: realistic rows with a known Bayes floor.
+
+A newcomer has no BigQuery; ``write_sample`` writes the table's relevant columns
+to a directory that the preprocessing pipeline reads directly. The rows follow a
+generative model calibrated on real natality records (see ``calibration``), and
+because that model is known, ``bayes_floor`` gives the lowest RMSE any model
+trained on the data could reach.
+"""
+
+from natality_sample.bayes import bayes_floor, conditional_mean, conditional_variance, posterior_moments
+from natality_sample.generate import BIGQUERY_COLUMNS, ROW_GROUP_ROWS, SCHEMA, iter_blocks, sample
+from natality_sample.labels import (
+    MULTIPLE_LABEL, PLURALITY_LABELS, UNKNOWN_SEX, masked_plurality_label, plurality_label, sex_label,
+)
+from natality_sample.writer import (
+    CSV_FILE, GENERATOR, PARQUET_FILE, SIDECAR_FILE, VERSION, describes_this_generator, write_sample,
+)
+
+__all__ = [
+    "BIGQUERY_COLUMNS", "CSV_FILE", "GENERATOR", "MULTIPLE_LABEL", "PARQUET_FILE", "PLURALITY_LABELS",
+    "ROW_GROUP_ROWS", "SCHEMA", "SIDECAR_FILE", "UNKNOWN_SEX", "VERSION", "bayes_floor",
+    "conditional_mean", "conditional_variance", "describes_this_generator", "iter_blocks",
+    "masked_plurality_label", "plurality_label", "posterior_moments", "sample", "sex_label", "write_sample",
+]
