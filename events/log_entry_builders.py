@@ -1,0 +1,167 @@
+"""LogEntry JSON as the cloud writes it, for the local cloud to emit and for tests to feed the sink.
+
+The shapes follow entries Google Cloud writes: a Vertex AI custom job's service lines (log
+`projects/P/logs/ml.googleapis.com%2F<job id>`, resource ml_job with job_id / task_name /
+project_id, entry labels ml.googleapis.com/endpoint and ml.googleapis.com/job_state), a Dataflow
+job message (log `dataflow.googleapis.com%2Fjob-message`, resource dataflow_step with job_id /
+job_name / project_id / region / step_id, entry labels dataflow.googleapis.com/*), and the Admin
+Activity audit entry of a long-running DeployModel operation (protoPayload AuditLog, `operation`
+with id / producer / first / last). Entries are plain dicts so they serialise straight to a sink
+message.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from events.log_entries import (
+    AIPLATFORM_SERVICE,
+    AUDIT_ACTIVITY_LOG,
+    DATAFLOW_JOB_MESSAGE_LOG,
+    DATAFLOW_RESOURCE_TYPE,
+    DEPLOY_MODEL_METHOD,
+    VERTEX_CANCELLED_LINE,
+    VERTEX_FAILED_LINE,
+    VERTEX_JOB_STATE_LABEL,
+    VERTEX_RESOURCE_TYPE,
+    VERTEX_SERVICE_TASK,
+    VERTEX_SUCCEEDED_LINE,
+    Outcome,
+)
+from events.timestamps import TimeLike, format_rfc3339
+
+_VERTEX_TERMINAL_LINES = {
+    Outcome.SUCCEEDED: (VERTEX_SUCCEEDED_LINE, "SUCCEEDED", "INFO"),
+    Outcome.FAILED: (VERTEX_FAILED_LINE, "FAILED", "ERROR"),
+    Outcome.CANCELLED: (VERTEX_CANCELLED_LINE, "CANCELLED", "INFO"),
+}
+
+
+def vertex_job_log_entry(
+    project: str,
+    job_id: str,
+    message: str,
+    timestamp: TimeLike,
+    insert_id: str,
+    *,
+    job_state: str | None = None,
+    task_name: str = VERTEX_SERVICE_TASK,
+    severity: str = "INFO",
+    structured: bool = False,
+) -> dict[str, Any]:
+    """One line of a Vertex AI custom job's log (textPayload, or jsonPayload.message if structured)."""
+    labels = {"ml.googleapis.com/endpoint": ""}
+    if job_state is not None:
+        labels[VERTEX_JOB_STATE_LABEL] = job_state
+    entry: dict[str, Any] = {
+        "insertId": insert_id,
+        "logName": f"projects/{project}/logs/ml.googleapis.com%2F{job_id}",
+        "resource": {
+            "type": VERTEX_RESOURCE_TYPE,
+            "labels": {"job_id": job_id, "task_name": task_name, "project_id": project},
+        },
+        "labels": labels,
+        "severity": severity,
+        "timestamp": format_rfc3339(timestamp, digits=6),
+        "receiveTimestamp": format_rfc3339(timestamp, digits=6),
+    }
+    if structured:
+        entry["jsonPayload"] = {"message": message}
+    else:
+        entry["textPayload"] = message
+    return entry
+
+
+def vertex_job_terminal_entry(
+    project: str, job_id: str, outcome: Outcome | str, timestamp: TimeLike, insert_id: str
+) -> dict[str, Any]:
+    """The service line that ends a custom job with `outcome`."""
+    line, state, severity = _VERTEX_TERMINAL_LINES[Outcome(outcome)]
+    return vertex_job_log_entry(project, job_id, line, timestamp, insert_id, job_state=state, severity=severity)
+
+
+def dataflow_job_message_entry(
+    project: str,
+    job_id: str,
+    job_name: str,
+    region: str,
+    message: str,
+    timestamp: TimeLike,
+    insert_id: str,
+    *,
+    severity: str = "INFO",
+    structured: bool = False,
+) -> dict[str, Any]:
+    """One Dataflow job message (the service's own account of the job, not a worker's log)."""
+    entry: dict[str, Any] = {
+        "insertId": insert_id,
+        "labels": {
+            "dataflow.googleapis.com/job_id": job_id,
+            "dataflow.googleapis.com/job_name": job_name,
+            "dataflow.googleapis.com/log_type": "system",
+            "dataflow.googleapis.com/region": region,
+        },
+        "logName": f"projects/{project}/logs/{DATAFLOW_JOB_MESSAGE_LOG}",
+        "resource": {
+            "type": DATAFLOW_RESOURCE_TYPE,
+            "labels": {"job_id": job_id, "job_name": job_name, "project_id": project,
+                       "region": region, "step_id": ""},
+        },
+        "severity": severity,
+        "timestamp": format_rfc3339(timestamp, digits=6),
+        "receiveTimestamp": format_rfc3339(timestamp, digits=6),
+    }
+    if structured:
+        entry["jsonPayload"] = {"message": message}
+    else:
+        entry["textPayload"] = message
+    return entry
+
+
+def deploy_model_audit_entry(
+    project: str,
+    location: str,
+    endpoint_id: str,
+    operation_id: str,
+    timestamp: TimeLike,
+    insert_id: str,
+    *,
+    first: bool = False,
+    last: bool = True,
+    error: tuple[int, str] | None = None,
+    deployed_model_id: str | None = None,
+    principal: str = "mlrelay@local",
+) -> dict[str, Any]:
+    """An Admin Activity audit entry of a DeployModel operation (the last one ends the deploy)."""
+    endpoint = f"projects/{project}/locations/{location}/endpoints/{endpoint_id}"
+    payload: dict[str, Any] = {
+        "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+        "serviceName": AIPLATFORM_SERVICE,
+        "methodName": DEPLOY_MODEL_METHOD,
+        "resourceName": endpoint,
+        "authenticationInfo": {"principalEmail": principal},
+        "status": {} if error is None else {"code": error[0], "message": error[1]},
+    }
+    if last and error is None and deployed_model_id is not None:
+        payload["response"] = {
+            "@type": "type.googleapis.com/google.cloud.aiplatform.v1.DeployModelResponse",
+            "deployedModel": {"id": deployed_model_id},
+        }
+    operation: dict[str, Any] = {"id": f"{endpoint}/operations/{operation_id}", "producer": AIPLATFORM_SERVICE}
+    if first:
+        operation["first"] = True
+    if last:
+        operation["last"] = True
+    return {
+        "insertId": insert_id,
+        "logName": f"projects/{project}/logs/{AUDIT_ACTIVITY_LOG}",
+        # Services without a monitored-resource type of their own log against audited_resource.
+        "resource": {
+            "type": "audited_resource",
+            "labels": {"service": AIPLATFORM_SERVICE, "method": DEPLOY_MODEL_METHOD, "project_id": project},
+        },
+        "protoPayload": payload,
+        "operation": operation,
+        "severity": "NOTICE" if error is None else "ERROR",
+        "timestamp": format_rfc3339(timestamp, digits=6),
+        "receiveTimestamp": format_rfc3339(timestamp, digits=6),
+    }
