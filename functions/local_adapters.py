@@ -1,0 +1,326 @@
+"""The local side of the platform interfaces: a bucket directory and the local cloud's REST API.
+
+The local cloud (`mlrelay up`) serves a subset of the Dataflow and Vertex AI REST APIs on
+127.0.0.1, with the cloud's request and response shapes; these adapters are thin HTTP clients of
+it (urllib, so that the functions' cold start stays small). The bucket is a directory whose files
+are objects: writes are staged and renamed into place, as an upload becomes visible only whole, and
+create-only writes use O_EXCL, the local twin of `if_generation_match=0`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from functions.platform import (
+    AlreadyExists,
+    DeployOperation,
+    JobRef,
+    ModelVersion,
+    NotFound,
+    TrainingJob,
+    TransientError,
+)
+
+# Staged writes live here inside the bucket directory, so the final rename is a move within the
+# watched tree (the local cloud sees it as the object's finalize). It holds no objects.
+STAGING_DIR = ".mlrelay-staging"
+
+
+class LocalStorage:
+    def __init__(self, bucket_dir: str | Path):
+        self.root = Path(bucket_dir)
+
+    def _path(self, name: str) -> Path:
+        if not name or name.startswith("/") or ".." in Path(name).parts or name.startswith(STAGING_DIR):
+            raise ValueError(f"not an object name of this bucket: {name!r}")
+        return self.root / name
+
+    def read(self, name: str, max_bytes: int | None = None) -> bytes:
+        path = self._path(name)
+        try:
+            with open(path, "rb") as handle:
+                if max_bytes is None:
+                    return handle.read()
+                data = handle.read(max_bytes + 1)
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound(f"gs://{self.root.name}/{name} does not exist") from None
+        if len(data) > max_bytes:
+            raise ValueError(f"gs://{self.root.name}/{name} is larger than {max_bytes} bytes")
+        return data
+
+    def write(self, name: str, data: bytes, content_type: str = "application/json") -> None:
+        final = self._path(name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.root / STAGING_DIR
+        staging.mkdir(parents=True, exist_ok=True)
+        tmp = staging / f"{uuid.uuid4().hex}.part"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, final)
+
+    def create(self, name: str, data: bytes, content_type: str = "application/json") -> bool:
+        final = self._path(name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return True
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix if prefix else self.root
+        top = base if base.is_dir() else base.parent
+        if not top.exists():
+            return []
+        names = []
+        for path in top.rglob("*"):
+            if not path.is_file():
+                continue
+            name = path.relative_to(self.root).as_posix()
+            if name.startswith(prefix) and not name.startswith(STAGING_DIR):
+                names.append(name)
+        return sorted(names)
+
+    def delete(self, name: str) -> None:
+        try:
+            self._path(name).unlink()
+        except FileNotFoundError:
+            pass
+
+
+class LocalApi:
+    """JSON over HTTP to the local cloud, with Google API errors mapped to the platform's kinds."""
+
+    def __init__(self, base_url: str, timeout_s: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, path: str, body: dict | None = None, query: dict | None = None) -> dict:
+        url = self.base_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            message = _error_message(exc)
+            if exc.code == 409:
+                raise AlreadyExists(message) from None
+            if exc.code == 404:
+                raise NotFound(message) from None
+            if exc.code == 429 or exc.code >= 500:
+                raise TransientError(f"{method} {path}: HTTP {exc.code}: {message}") from None
+            raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {message}") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            raise TransientError(f"{method} {path}: {exc}") from None
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        return json.loads(exc.read())["error"]["message"]
+    except Exception:
+        return exc.reason or str(exc)
+
+
+class LocalJobs:
+    """Dataflow Flex Template launches and Vertex AI CustomJobs against the local cloud."""
+
+    def __init__(self, api: LocalApi, project: str, region: str, bucket: str, training_image: str,
+                 trainer_package: str):
+        self.api = api
+        self.parent = f"projects/{project}/locations/{region}"
+        self.project, self.region, self.bucket = project, region, bucket
+        self.training_image = training_image
+        self.trainer_package = trainer_package
+
+    def launch_preprocess(self, run_id, source, out_uri, limit, labels) -> JobRef:
+        parameters = {"source": source, "out": out_uri, "run_id": run_id}
+        if limit is not None:
+            parameters["limit"] = str(limit)
+        body = {
+            "launchParameter": {
+                "jobName": run_id,
+                "containerSpecGcsPath": f"gs://{self.bucket}/packages/preprocess-template.json",
+                "parameters": parameters,
+                "environment": {
+                    "tempLocation": f"gs://{self.bucket}/tmp/",
+                    "stagingLocation": f"gs://{self.bucket}/tmp/staging/",
+                    "additionalUserLabels": labels,
+                },
+            }
+        }
+        job = self.api.call("POST", f"/v1b3/projects/{self.project}/locations/{self.region}/flexTemplates:launch",
+                            body)["job"]
+        return JobRef(job_id=job["id"], name=job["name"], kind="preprocess")
+
+    def launch_training(self, run_id, manifest_uri, base_output_uri, trainer_args, labels) -> JobRef:
+        body = custom_job_body(run_id, manifest_uri, base_output_uri, trainer_args, labels,
+                               self.training_image, self.trainer_package, service_account="")
+        job = self.api.call("POST", f"/v1/{self.parent}/customJobs", body)
+        return JobRef(job_id=job["name"].rsplit("/", 1)[-1], name=job["name"], kind="training")
+
+    def find_training_jobs(self, run_id: str) -> list[JobRef]:
+        found = self.api.call("GET", f"/v1/{self.parent}/customJobs", query={"filter": f'labels.run_id="{run_id}"'})
+        return [JobRef(job_id=j["name"].rsplit("/", 1)[-1], name=j["name"], kind="training")
+                for j in found.get("customJobs", [])]
+
+    def get_training_job(self, job_id: str) -> TrainingJob:
+        job = self.api.call("GET", f"/v1/{self.parent}/customJobs/{job_id}")
+        return training_job_from_resource(job)
+
+
+def custom_job_body(run_id: str, manifest_uri: str, base_output_uri: str, trainer_args: list[str],
+                    labels: dict[str, str], image: str, package_uri: str, service_account: str) -> dict:
+    """A Vertex AI CustomJob resource (REST v1) running the trainer package.
+
+    Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/CustomJob and
+    .../v1/CustomJobSpec (workerPoolSpecs[].pythonPackageSpec, baseOutputDirectory.outputUriPrefix).
+    """
+    spec: dict = {
+        "workerPoolSpecs": [
+            {
+                "machineSpec": {"machineType": "n1-standard-4"},
+                "replicaCount": "1",
+                "pythonPackageSpec": {
+                    "executorImageUri": image,
+                    "packageUris": [package_uri] if package_uri else [],
+                    "pythonModule": "trainer.task",
+                    "args": ["--manifest", manifest_uri, *trainer_args],
+                },
+            }
+        ],
+        "baseOutputDirectory": {"outputUriPrefix": base_output_uri},
+    }
+    if service_account:
+        spec["serviceAccount"] = service_account
+    return {"displayName": f"train-{run_id}", "jobSpec": spec, "labels": labels}
+
+
+def training_job_from_resource(job: dict) -> TrainingJob:
+    spec = job.get("jobSpec", {})
+    return TrainingJob(
+        job_id=job["name"].rsplit("/", 1)[-1],
+        name=job["name"],
+        state=job.get("state", "JOB_STATE_UNSPECIFIED"),
+        labels=dict(job.get("labels", {})),
+        base_output_uri=spec.get("baseOutputDirectory", {}).get("outputUriPrefix", ""),
+        error=(job.get("error") or {}).get("message", ""),
+    )
+
+
+class LocalModels:
+    """Vertex AI Model Registry and Endpoint REST calls against the local cloud."""
+
+    def __init__(self, api: LocalApi, project: str, region: str, serving_image: str):
+        self.api = api
+        self.parent = f"projects/{project}/locations/{region}"
+        self.serving_image = serving_image
+
+    def upload_version(self, model_name, artifact_uri, labels) -> ModelVersion:
+        body = upload_model_body(self.parent, model_name, artifact_uri, labels, self.serving_image,
+                                 parent_exists=self._model_exists(model_name))
+        op = self.api.call("POST", f"/v1/{self.parent}/models:upload", body)
+        response = op.get("response", {})
+        return ModelVersion(model=response["model"], version_id=str(response["modelVersionId"]))
+
+    def _model_exists(self, model_name: str) -> bool:
+        try:
+            self.api.call("GET", f"/v1/{self.parent}/models/{model_name}")
+            return True
+        except NotFound:
+            return False
+
+    def find_version(self, model_name: str, run_id: str) -> ModelVersion | None:
+        try:
+            found = self.api.call("GET", f"/v1/{self.parent}/models/{model_name}:listVersions")
+        except NotFound:
+            return None
+        for model in found.get("models", []):
+            if model.get("labels", {}).get("run_id") == run_id:
+                return ModelVersion(model=model["name"].split("@")[0], version_id=str(model["versionId"]))
+        return None
+
+    def start_deploy(self, version, endpoint_id, traffic_percent, display_name) -> DeployOperation:
+        endpoint = f"{self.parent}/endpoints/{endpoint_id}"
+        current = self.api.call("GET", f"/v1/{endpoint}")
+        body = deploy_model_body(version, display_name, traffic_percent, current.get("trafficSplit", {}))
+        op = self.api.call("POST", f"/v1/{endpoint}:deployModel", body)
+        return operation_from_resource(op)
+
+    def get_operation(self, name: str) -> DeployOperation:
+        return operation_from_resource(self.api.call("GET", f"/v1/{name}"))
+
+
+def upload_model_body(parent: str, model_name: str, artifact_uri: str, labels: dict[str, str],
+                      serving_image: str, parent_exists: bool) -> dict:
+    """UploadModelRequest: a new version of `model_name` when it exists, else the model itself.
+
+    Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models/upload
+    (`parentModel` makes the upload a new version; `modelId` names a new model).
+    """
+    body: dict = {
+        "model": {
+            "displayName": model_name,
+            "artifactUri": artifact_uri,
+            "containerSpec": {"imageUri": serving_image},
+            "labels": labels,
+        }
+    }
+    if parent_exists:
+        body["parentModel"] = f"{parent}/models/{model_name}"
+    else:
+        body["modelId"] = model_name
+    return body
+
+
+def deploy_model_body(version: ModelVersion, display_name: str, traffic_percent: int,
+                      current_split: dict[str, int]) -> dict:
+    """DeployModelRequest with the traffic split: the new model ("0") takes `traffic_percent`, the
+    models serving now share the rest in proportion to what they had.
+
+    Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.endpoints/deployModel
+    """
+    split = {"0": traffic_percent}
+    rest = 100 - traffic_percent
+    serving = {k: v for k, v in current_split.items() if v > 0}
+    total = sum(serving.values())
+    if rest and total:
+        shares = {k: rest * v // total for k, v in serving.items()}
+        first = next(iter(shares))
+        shares[first] += rest - sum(shares.values())
+        split.update(shares)
+    for k in current_split:
+        split.setdefault(k, 0)
+    return {
+        "deployedModel": {
+            "model": version.versioned_name,
+            "displayName": display_name,
+            "automaticResources": {"minReplicaCount": 1, "maxReplicaCount": 1},
+        },
+        "trafficSplit": split,
+    }
+
+
+def operation_from_resource(op: dict) -> DeployOperation:
+    error = op.get("error") or {}
+    response = op.get("response") or {}
+    return DeployOperation(
+        name=op["name"],
+        done=bool(op.get("done")),
+        error=error.get("message", ""),
+        deployed_model_id=str(response.get("deployedModel", {}).get("id", "")),
+        response=response,
+    )

@@ -1,0 +1,132 @@
+"""The platform services the functions use, as small interfaces with a cloud and a local side.
+
+Stages depend on these interfaces only; `functions.adapters.build_platform(config)` picks the
+implementation from the configuration. Errors are sorted into the two kinds the design cares about:
+`TransientError` (raise, so the platform retries the event) and `AlreadyExists` (the work was done
+already: a redelivery, acknowledged quietly).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class TransientError(RuntimeError):
+    """A fault that may pass: the function raises so that the event is delivered again."""
+
+
+class AlreadyExists(RuntimeError):
+    """The resource exists already (HTTP 409): a duplicate request that was done before."""
+
+
+class NotFound(RuntimeError):
+    """The object or resource does not exist."""
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """A launched job: its platform id and full resource name."""
+
+    job_id: str
+    name: str
+    kind: str  # "preprocess" | "training"
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What the job API says of a training job: the truth behind a log line."""
+
+    job_id: str
+    name: str
+    state: str  # JOB_STATE_SUCCEEDED, JOB_STATE_FAILED, JOB_STATE_CANCELLED, JOB_STATE_RUNNING, ...
+    labels: dict[str, str]
+    base_output_uri: str
+    error: str = ""
+
+    TERMINAL = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in self.TERMINAL
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str  # projects/P/locations/R/models/M
+    version_id: str
+
+    @property
+    def versioned_name(self) -> str:
+        return f"{self.model}@{self.version_id}"
+
+
+@dataclass(frozen=True)
+class DeployOperation:
+    name: str  # projects/P/locations/R/endpoints/E/operations/O
+    done: bool = False
+    error: str = ""
+    deployed_model_id: str = ""
+    response: dict = field(default_factory=dict)
+
+
+class Storage(Protocol):
+    """The pipeline bucket."""
+
+    def read(self, name: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; NotFound if absent; ValueError if larger than max_bytes."""
+
+    def write(self, name: str, data: bytes, content_type: str = "application/json") -> None:
+        """Create or replace an object, visible only when complete."""
+
+    def create(self, name: str, data: bytes, content_type: str = "application/json") -> bool:
+        """Create-only write: False (and nothing written) when the object exists already."""
+
+    def exists(self, name: str) -> bool: ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Object names under a prefix, sorted."""
+
+    def delete(self, name: str) -> None: ...
+
+
+class Jobs(Protocol):
+    """Launching preprocessing (Dataflow) and training (Vertex AI CustomJob), never waiting."""
+
+    def launch_preprocess(
+        self, run_id: str, source: str, out_uri: str, limit: int | None, labels: dict[str, str]
+    ) -> JobRef:
+        """Start the Beam pipeline with the run id as its job name; AlreadyExists if running."""
+
+    def launch_training(
+        self, run_id: str, manifest_uri: str, base_output_uri: str, trainer_args: list[str],
+        labels: dict[str, str],
+    ) -> JobRef: ...
+
+    def find_training_jobs(self, run_id: str) -> list[JobRef]:
+        """Training jobs labelled with this run id, in any state."""
+
+    def get_training_job(self, job_id: str) -> TrainingJob: ...
+
+
+class Models(Protocol):
+    """Model Registry and the endpoint."""
+
+    def upload_version(self, model_name: str, artifact_uri: str, labels: dict[str, str]) -> ModelVersion:
+        """Register the SavedModel as a new version of the named model (the first creates it)."""
+
+    def find_version(self, model_name: str, run_id: str) -> ModelVersion | None:
+        """The version labelled with this run id, if one was uploaded already."""
+
+    def start_deploy(
+        self, version: ModelVersion, endpoint_id: str, traffic_percent: int, display_name: str
+    ) -> DeployOperation:
+        """Start deploying the version to the endpoint; returns at once with the operation."""
+
+    def get_operation(self, name: str) -> DeployOperation: ...
+
+
+@dataclass
+class Platform:
+    storage: Storage
+    jobs: Jobs
+    models: Models
