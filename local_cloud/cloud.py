@@ -1,0 +1,292 @@
+"""The local cloud: every stand-in wired together as the cloud wires the real services.
+
+    bucket dir ──(inotify)──► finalize ──► Eventarc storage trigger ──► on_preprocess_output
+                                   └─────► GCS notification (triggers/) ──► start topic
+    start topic ──► Eventarc Pub/Sub trigger ──► start_pipeline
+    jobs ──► LogEntries ──► log router ──(sink filters)──► job-events topic ──► on_training_complete
+    model service (registry + endpoint) ──► deploy's audit entry ──► log router
+
+The three functions run as functions-framework servers on 127.0.0.1, started and stopped here;
+the jobs run as child processes. `LocalCloud.stop()` ends every process it started.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from werkzeug.serving import make_server
+
+from events import sink_filters
+from events.log_entry_builders import deploy_model_audit_entry
+from events.pubsub import gcs_notification_attributes
+from functions.config import Config
+from local_cloud.bucket import BucketWatcher, FinalizedObject
+from local_cloud.control_api import ControlApi
+from local_cloud.jobs import JobRunner
+from local_cloud.log_router import LogRouter, Sink
+from local_cloud.model_service import ModelService
+from local_cloud.pubsub_broker import Broker, PubsubMessagePublished, StorageObjectFinalized
+from local_cloud.pubsub_grpc import serve_publisher
+from local_cloud.scheduler import ScheduleEntry, Scheduler
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS = ("start_pipeline", "on_preprocess_output", "on_training_complete")
+STATE_FILE = "local-cloud.json"
+
+
+@dataclass
+class LocalCloudSettings:
+    root: Path
+    config: Config = field(default_factory=Config)
+    schedules: list[ScheduleEntry] = field(default_factory=list)
+    # Eventarc's retry runs on Pub/Sub's backoff (10 s .. 600 s in the cloud); locally shorter, so a
+    # transient fault is retried within the same demo.
+    min_backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
+    max_delivery_attempts: int = 5
+    duplicate_deliveries: int = 1
+    function_env: dict[str, str] = field(default_factory=dict)
+    scheduler_now: Callable[[], datetime] | None = None  # the scheduler's clock (tests shift it)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalCloud:
+    def __init__(self, settings: LocalCloudSettings):
+        self.settings = settings
+        self.root = Path(settings.root).resolve()
+        self.buckets_root = self.root / "buckets"
+        self.bucket_dir = self.buckets_root / settings.config.bucket
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+        self._servers: list = []
+        self.started_at: float | None = None
+        self.ready_s: float | None = None
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    def start(self, wait_ready: bool = True) -> "LocalCloud":
+        began = time.monotonic()
+        self.started_at = time.time()
+        for sub in ("triggers", "runs", "data", "packages", "tmp"):
+            (self.bucket_dir / sub).mkdir(parents=True, exist_ok=True)
+        base = self.settings.config
+        self.ports = {"api": free_port(), "pubsub": 0,
+                      **{name: free_port() for name in FUNCTIONS}}
+        api_url = f"http://127.0.0.1:{self.ports['api']}"
+        self.config = Config(**{**base.__dict__, "platform": "local", "local_root": str(self.buckets_root),
+                                "local_api": api_url})
+        cfg = self.config
+
+        self.broker = Broker(project=cfg.project)
+        for topic in (cfg.start_topic, cfg.job_events_topic, cfg.dead_letter_topic, self._storage_topic):
+            self.broker.create_topic(topic)
+        self.broker.subscribe_callback("dead-letter-log", cfg.dead_letter_topic, self._log_dead_letter)
+
+        self.router = LogRouter(self.root / "logs" / "entries.jsonl", self._sinks(), self.broker.publish)
+        self.jobs = JobRunner(self.root, self.buckets_root, self.router.write, cfg.project, cfg.region,
+                              extra_env={"PYTHONPATH": self._pythonpath()})
+        self.models = ModelService(self.root / "models", cfg.project, cfg.region,
+                                   on_operation_done=self._deploy_done,
+                                   resolve_artifact_path=self.jobs.local_path)
+        self.models.create_endpoint(cfg.endpoint_id, cfg.endpoint_id)  # as deploy.sh does, once
+        _, self.ports["models"] = self.models.serve("127.0.0.1", 0)
+        self.config = cfg = replace(cfg, local_models_api=f"http://127.0.0.1:{self.ports['models']}")
+        self.api = app = ControlApi(self.jobs)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log on the console
+        server = make_server("127.0.0.1", self.ports["api"], app, threaded=True)
+        self._serve(server)
+        grpc_server, self.ports["pubsub"] = serve_publisher(self.broker)
+        self._grpc = grpc_server
+
+        self._start_functions()
+        self._subscribe_functions()
+        self.broker.start()
+        self.watcher = BucketWatcher(cfg.bucket, self.bucket_dir, self._on_finalize)
+        self.watcher.start()
+        self.scheduler = Scheduler(self.settings.schedules, self.broker.publish,
+                                   **({"now": self.settings.scheduler_now} if self.settings.scheduler_now else {}))
+        self.scheduler.start()
+        if wait_ready:
+            self._wait_functions_ready()
+        self.ready_s = time.monotonic() - began
+        self._write_state()
+        return self
+
+    def stop(self) -> None:
+        for step in (lambda: self.scheduler.stop(), lambda: self.watcher.stop(),
+                     lambda: self.broker.stop(timeout=5), lambda: self.jobs.stop(),
+                     lambda: self._grpc.stop(grace=1), lambda: self.models.close()):
+            try:
+                step()
+            except AttributeError:
+                pass  # never started
+            except Exception:
+                log.exception("while stopping the local cloud")
+        for server in self._servers:
+            server.shutdown()
+        for name, proc in self.processes.items():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        state = self.root / STATE_FILE
+        if state.exists():
+            state.unlink()
+
+    @property
+    def endpoint_url(self) -> str:
+        cfg = self.config
+        return f"{cfg.local_models_api}/v1/projects/{cfg.project}/locations/{cfg.region}/endpoints/{cfg.endpoint_id}"
+
+    def __enter__(self) -> "LocalCloud":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- wiring ----------------------------------------------------------------------------------
+
+    @property
+    def _storage_topic(self) -> str:
+        # Eventarc's Cloud Storage trigger rides on a Pub/Sub topic of its own.
+        return f"eventarc-storage-{self.settings.config.bucket}"
+
+    def _sinks(self) -> list[Sink]:
+        topic = self.settings.config.job_events_topic
+        return [Sink("job-events", sink_filters.filter_for("job-events"), topic)]
+
+    def _pythonpath(self) -> str:
+        return os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+
+    def _function_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}/"
+
+    def _start_functions(self) -> None:
+        env = {**os.environ, **self.config.to_env(), **self.settings.function_env,
+               "PYTHONPATH": self._pythonpath(), "PYTHONUNBUFFERED": "1"}
+        logs = self.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in FUNCTIONS:
+            out = open(logs / f"function-{name}.log", "ab")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "functions_framework", "--target", name, "--signature-type",
+                 "cloudevent", "--source", str(REPO_ROOT / "functions" / "main.py"),
+                 "--host", "127.0.0.1", "--port", str(self.ports[name])],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(REPO_ROOT))
+
+    def _wait_functions_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = set(FUNCTIONS)
+        while pending and time.monotonic() < deadline:
+            for name in list(pending):
+                if self.processes[name].poll() is not None:
+                    raise RuntimeError(f"function {name} exited at start; see {self.root}/logs/function-{name}.log")
+                try:
+                    with socket.create_connection(("127.0.0.1", self.ports[name]), timeout=0.2):
+                        pending.discard(name)
+                except OSError:
+                    pass
+            if pending:
+                time.sleep(0.05)
+        if pending:
+            raise RuntimeError(f"functions not ready after {timeout_s:.0f} s: {', '.join(sorted(pending))}")
+
+    def _subscribe_functions(self) -> None:
+        cfg, s = self.config, self.settings
+        retry = dict(retry=True, min_backoff_s=s.min_backoff_s, max_backoff_s=s.max_backoff_s,
+                     max_delivery_attempts=s.max_delivery_attempts, dead_letter_topic=cfg.dead_letter_topic,
+                     duplicate_deliveries=s.duplicate_deliveries)
+        self.broker.subscribe_push("eventarc-start-pipeline", cfg.start_topic,
+                                   self._function_url("start_pipeline"),
+                                   event_format=PubsubMessagePublished(cfg.start_topic), **retry)
+        self.broker.subscribe_push("eventarc-on-preprocess-output", self._storage_topic,
+                                   self._function_url("on_preprocess_output"),
+                                   event_format=StorageObjectFinalized(cfg.bucket), **retry)
+        self.broker.subscribe_push("eventarc-on-training-complete", cfg.job_events_topic,
+                                   self._function_url("on_training_complete"),
+                                   event_format=PubsubMessagePublished(cfg.job_events_topic), **retry)
+
+    def _on_finalize(self, obj: FinalizedObject) -> None:
+        data = json.dumps(obj.resource).encode()
+        self.broker.publish(self._storage_topic, data, {
+            "ce-id": hashlib.sha1(f"{obj.name}#{obj.resource['generation']}".encode()).hexdigest()[:16],
+            "ce-time": obj.event_time, "ce-subject": f"objects/{obj.name}"})
+        # The bucket's Pub/Sub notification: OBJECT_FINALIZE under triggers/ to the start topic.
+        if obj.name.startswith("triggers/"):
+            attributes = gcs_notification_attributes(obj.bucket, obj.name, int(obj.resource["generation"]),
+                                                     obj.event_time)
+            self.broker.publish(self.config.start_topic, data, attributes)
+
+    def _deploy_done(self, operation: dict) -> None:
+        """A deploy operation ended: write the audit entry the cloud writes, for the sink to see."""
+        parts = operation["name"].split("/")
+        if "endpoints" not in parts:
+            return  # an upload or undeploy operation: no sink listens for those
+        endpoint_id = parts[parts.index("endpoints") + 1]
+        error = operation.get("error") or None
+        deployed = (operation.get("response") or {}).get("deployedModel", {}).get("id")
+        self.router.write(deploy_model_audit_entry(
+            self.config.project, self.config.region, endpoint_id, parts[-1], datetime.now(timezone.utc),
+            uuid.uuid4().hex[:16], error=(error.get("code", 13), error.get("message", "")) if error else None,
+            deployed_model_id=deployed))
+
+    def _log_dead_letter(self, message) -> None:
+        with open(self.root / "logs" / "dead-letter.jsonl", "a") as handle:
+            handle.write(json.dumps({"message_id": message.message_id, "attributes": dict(message.attributes),
+                                     "data": message.data.decode("utf-8", "replace")[:4096]}) + "\n")
+
+    def _serve(self, server) -> None:
+        import threading
+
+        thread = threading.Thread(target=server.serve_forever, name="local-cloud-http", daemon=True)
+        thread.start()
+        self._servers.append(server)
+
+    def _write_state(self) -> None:
+        state = {"pid": os.getpid(), "root": str(self.root), "bucket": self.config.bucket,
+                 "bucket_dir": str(self.bucket_dir), "api": self.config.local_api,
+                 "pubsub_emulator_host": f"127.0.0.1:{self.ports['pubsub']}",
+                 "endpoint": self.endpoint_url,
+                 "project": self.config.project, "functions": {n: self._function_url(n) for n in FUNCTIONS},
+                 "ready_s": self.ready_s}
+        tmp = self.root / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.root / STATE_FILE)
+
+
+def read_state(root: Path) -> dict | None:
+    """What a running local cloud wrote about itself (ports, paths), or None if none runs there."""
+    path = Path(root) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(state["pid"], 0)
+    except (ProcessLookupError, KeyError):
+        return None
+    return state

@@ -1,0 +1,250 @@
+"""Local "Dataflow" and "Vertex AI training": the real pipeline and trainer as child processes.
+
+A job has an id, a state and a child process. Preprocessing runs `python -m beam_pipeline.run` on
+DirectRunner; training runs the CustomJob's python module with the AIP_* variables Vertex AI sets.
+Cloud Storage URIs of the local buckets (gs://B/x) are handed to the child as paths of the bucket
+directories, as Vertex AI hands /gcs/B/x through its Cloud Storage FUSE mount.
+
+Each job writes LogEntries shaped like the cloud's (resource ml_job / dataflow_step): its output
+lines as ordinary entries, and at the end the terminal line the cloud writes ("Job completed
+successfully.", "Job failed.", ...). The log router decides, with the sinks' filters, which of them
+go on to Pub/Sub.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from events.log_entries import DATAFLOW_FAILED_LINE, Outcome
+from events.log_entry_builders import dataflow_job_message_entry, vertex_job_log_entry, vertex_job_terminal_entry
+from events.timestamps import format_rfc3339
+
+ACTIVE_DATAFLOW = ("JOB_STATE_PENDING", "JOB_STATE_QUEUED", "JOB_STATE_RUNNING")
+VERTEX_OUTCOMES = {
+    "JOB_STATE_SUCCEEDED": Outcome.SUCCEEDED,
+    "JOB_STATE_FAILED": Outcome.FAILED,
+    "JOB_STATE_CANCELLED": Outcome.CANCELLED,
+}
+
+
+class JobConflict(Exception):
+    """A Dataflow job of the same name is active (the API answers 409 ALREADY_EXISTS)."""
+
+
+@dataclass
+class LocalJob:
+    kind: str  # "dataflow" | "vertex"
+    job_id: str
+    name: str  # resource name
+    display_name: str
+    labels: dict[str, str]
+    command: list[str]
+    env: dict[str, str]
+    resource: dict  # the REST resource as submitted, kept for GET
+    state: str = "JOB_STATE_QUEUED"
+    created: str = ""
+    started: str = ""
+    ended: str = ""
+    error: str = ""
+    process: subprocess.Popen | None = None
+    log_lines: list[str] = field(default_factory=list)
+
+
+def _now() -> str:
+    return format_rfc3339(datetime.now(timezone.utc))
+
+
+class JobRunner:
+    def __init__(self, state_dir: Path, buckets_root: Path, write_log: Callable[[dict], None],
+                 project: str = "local-project", region: str = "us-central1",
+                 extra_env: dict[str, str] | None = None):
+        self.state_dir = Path(state_dir)
+        self.buckets_root = Path(buckets_root)
+        self.write_log = write_log
+        self.project, self.region = project, region
+        self.extra_env = dict(extra_env or {})
+        self._jobs: dict[str, LocalJob] = {}
+        self._lock = threading.Lock()
+        self._counter = itertools.count(1)
+        self._stopping = False
+        (self.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
+
+    # --- URIs ------------------------------------------------------------------------------------
+
+    def local_path(self, uri: str) -> str:
+        """gs://B/x of a local bucket → its path; anything else unchanged."""
+        if uri.startswith("gs://"):
+            return str(self.buckets_root / uri[len("gs://"):])
+        return uri
+
+    # --- Dataflow --------------------------------------------------------------------------------
+
+    def launch_flex_template(self, launch_parameter: dict) -> LocalJob:
+        """projects.locations.flexTemplates.launch: run the preprocessing pipeline."""
+        job_name = launch_parameter.get("jobName", "")
+        parameters = dict(launch_parameter.get("parameters", {}))
+        environment = dict(launch_parameter.get("environment", {}))
+        if not job_name or "source" not in parameters or "out" not in parameters:
+            raise ValueError("launchParameter needs jobName and the parameters source and out")
+        with self._lock:
+            for job in self._jobs.values():
+                if job.kind == "dataflow" and job.display_name == job_name and job.state in ACTIVE_DATAFLOW:
+                    raise JobConflict(f"a job named {job_name!r} is already running ({job.job_id})")
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H_%M_%S")
+            job_id = f"{stamp}-{random.getrandbits(60)}"
+            source = parameters["source"]
+            command = [sys.executable, "-m", "beam_pipeline.run",
+                       "--source", source if source == "bigquery" else self.local_path(source),
+                       "--out", self.local_path(parameters["out"]),
+                       "--runner", "DirectRunner"]
+            if parameters.get("run_id"):
+                command += ["--run-id", parameters["run_id"]]
+            if parameters.get("limit"):
+                command += ["--limit", str(parameters["limit"])]
+            resource = {
+                "id": job_id, "projectId": self.project, "name": job_name, "location": self.region,
+                "type": "JOB_TYPE_BATCH", "labels": environment.get("additionalUserLabels", {}),
+                "createTime": _now(),
+            }
+            job = LocalJob("dataflow", job_id, job_name, job_name, dict(resource["labels"]), command,
+                           {}, resource, created=resource["createTime"])
+            self._jobs[job_id] = job
+        self._start(job)
+        return job
+
+    # --- Vertex AI custom jobs -------------------------------------------------------------------
+
+    def create_custom_job(self, custom_job: dict) -> LocalJob:
+        """projects.locations.customJobs.create: run the trainer's python module."""
+        try:
+            pool = custom_job["jobSpec"]["workerPoolSpecs"][0]
+            package = pool["pythonPackageSpec"]
+            module = package["pythonModule"]
+        except (KeyError, IndexError, TypeError):
+            raise ValueError("CustomJob needs jobSpec.workerPoolSpecs[0].pythonPackageSpec.pythonModule") from None
+        base = custom_job["jobSpec"].get("baseOutputDirectory", {}).get("outputUriPrefix", "")
+        job_id = str(next(self._counter) * 1_000_003 + random.getrandbits(40))
+        name = f"projects/{self.project}/locations/{self.region}/customJobs/{job_id}"
+        env = {"CLOUD_ML_JOB_ID": job_id}
+        if base:
+            base = base.rstrip("/") + "/"
+            # What Vertex AI sets for a job with a base output directory (CustomJobSpec reference).
+            env.update(AIP_MODEL_DIR=self.local_path(base + "model/"),
+                       AIP_CHECKPOINT_DIR=self.local_path(base + "checkpoints/"),
+                       AIP_TENSORBOARD_LOG_DIR=self.local_path(base + "logs/"))
+        args = [self.local_path(a) for a in package.get("args", [])]
+        resource = dict(custom_job, name=name, state="JOB_STATE_PENDING", createTime=_now())
+        job = LocalJob("vertex", job_id, name, custom_job.get("displayName", job_id),
+                       dict(custom_job.get("labels", {})), [sys.executable, "-m", module, *args], env,
+                       resource, state="JOB_STATE_PENDING", created=resource["createTime"])
+        with self._lock:
+            self._jobs[job_id] = job
+        self._start(job)
+        return job
+
+    def list_custom_jobs(self, label_filter: dict[str, str] | None = None) -> list[LocalJob]:
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if j.kind == "vertex"]
+        if label_filter:
+            jobs = [j for j in jobs if all(j.labels.get(k) == v for k, v in label_filter.items())]
+        return jobs
+
+    def get(self, job_id: str) -> LocalJob | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def all(self) -> list[LocalJob]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def cancel(self, job_id: str) -> None:
+        job = self.get(job_id)
+        if job and job.process and job.process.poll() is None:
+            job.state = "JOB_STATE_CANCELLING"
+            os.killpg(job.process.pid, signal.SIGTERM)
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def _start(self, job: LocalJob) -> None:
+        log_path = self.state_dir / "jobs" / f"{job.job_id}.log"
+        env = {**os.environ, **self.extra_env, **job.env, "PYTHONUNBUFFERED": "1"}
+        job.process = subprocess.Popen(
+            job.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,  # its own process group, so stop() ends every grandchild too
+        )
+        job.state = "JOB_STATE_RUNNING"
+        job.started = _now()
+        threading.Thread(target=self._follow, args=(job, log_path), name=f"job-{job.job_id}",
+                         daemon=True).start()
+
+    def _follow(self, job: LocalJob, log_path: Path) -> None:
+        assert job.process is not None and job.process.stdout is not None
+        with open(log_path, "w") as log_file:
+            for line in job.process.stdout:
+                log_file.write(line)
+                line = line.rstrip("\n")
+                job.log_lines = (job.log_lines + [line])[-200:]
+                if line:
+                    self.write_log(self._entry(job, line, "INFO"))
+        code = job.process.wait()
+        if job.state == "JOB_STATE_CANCELLING" or (self._stopping and code < 0):
+            final = "JOB_STATE_CANCELLED"
+        elif code == 0:
+            final = "JOB_STATE_SUCCEEDED" if job.kind == "vertex" else "JOB_STATE_DONE"
+        else:
+            final = "JOB_STATE_FAILED"
+            tail = [l for l in job.log_lines if l.strip()][-3:]
+            job.error = f"exit code {code}: " + " | ".join(tail)
+        job.state = final
+        job.ended = _now()
+        job.resource.update(state=final, endTime=job.ended, startTime=job.started)
+        if job.error:
+            job.resource["error"] = {"code": 13, "message": job.error}
+        self.write_log(self._terminal_entry(job))
+
+    def _entry(self, job: LocalJob, text: str, severity: str) -> dict:
+        insert_id = uuid.uuid4().hex[:16]
+        now = datetime.now(timezone.utc)
+        if job.kind == "vertex":
+            return vertex_job_log_entry(self.project, job.job_id, text, now, insert_id,
+                                        task_name="workerpool0-0", severity=severity)
+        return dataflow_job_message_entry(self.project, job.job_id, job.display_name, self.region, text,
+                                          now, insert_id, severity=severity)
+
+    def _terminal_entry(self, job: LocalJob) -> dict:
+        now = datetime.now(timezone.utc)
+        insert_id = uuid.uuid4().hex[:16]
+        if job.kind == "vertex":
+            outcome = VERTEX_OUTCOMES.get(job.state, Outcome.FAILED)
+            return vertex_job_terminal_entry(self.project, job.job_id, outcome, now, insert_id)
+        if job.state == "JOB_STATE_DONE":
+            return self._entry(job, "Worker pool stopped.", "INFO")
+        return self._entry(job, f"{DATAFLOW_FAILED_LINE} Causes: {job.error or job.state}", "ERROR")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End every running job (and its process group)."""
+        self._stopping = True
+        for job in self.all():
+            if job.process and job.process.poll() is None:
+                try:
+                    os.killpg(job.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for job in self.all():
+            if job.process:
+                try:
+                    job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    os.killpg(job.process.pid, signal.SIGKILL)
