@@ -25,17 +25,19 @@ SOURCE_PATH_PATTERN = (
 )
 MODEL_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 
+# None: not set, so the stage that uses it decides (the trainer's own defaults, tuned in
+# trainer/task.py; the platform's default source).
 DEFAULTS: dict[str, Any] = {
     "limit": 200_000,
-    "numTrainExamples": 1_000_000,
-    "numEvalExamples": 20_000,
-    "numEvals": 5,
-    "batchSize": 512,
-    "learningRate": 0.001,
+    "numTrainExamples": None,
+    "numEvalExamples": None,
+    "numEvals": None,
+    "batchSize": None,
+    "learningRate": None,
     "modelName": "babyweight",
     # None: the platform's default source (BigQuery in the cloud, the sample in the local bucket).
     "source": None,
-    "seed": 0,
+    "seed": None,
 }
 
 # jsonschema applies patterns with Python's re, where '$' also matches before a final newline;
@@ -114,14 +116,14 @@ class RunRequest:
     """A validated run request with every default filled in."""
 
     limit: int
-    num_train_examples: int
-    num_eval_examples: int
-    num_evals: int
-    batch_size: int
-    learning_rate: float
+    num_train_examples: int | None
+    num_eval_examples: int | None
+    num_evals: int | None
+    batch_size: int | None
+    learning_rate: float | None
     model_name: str
     source: str | None
-    seed: int
+    seed: int | None
 
     @property
     def reads_bigquery(self) -> bool:
@@ -139,7 +141,8 @@ class RunRequest:
         """The trainer flags this request sets, e.g. ['--num-train-examples', '1000000', ...]."""
         args: list[str] = []
         for field_name, flag in TRAINER_ARGS.items():
-            args += [flag, _arg_text(getattr(self, field_name))]
+            if getattr(self, field_name) is not None:
+                args += [flag, _arg_text(getattr(self, field_name))]
         return args
 
 
@@ -153,15 +156,19 @@ def parse_run_request(raw: bytes | bytearray | memoryview | str | Mapping[str, A
     merged = {**DEFAULTS, **value}
     return RunRequest(
         limit=int(merged["limit"]),
-        num_train_examples=int(merged["numTrainExamples"]),
-        num_eval_examples=int(merged["numEvalExamples"]),
-        num_evals=int(merged["numEvals"]),
-        batch_size=int(merged["batchSize"]),
-        learning_rate=float(merged["learningRate"]),
+        num_train_examples=_optional(int, merged["numTrainExamples"]),
+        num_eval_examples=_optional(int, merged["numEvalExamples"]),
+        num_evals=_optional(int, merged["numEvals"]),
+        batch_size=_optional(int, merged["batchSize"]),
+        learning_rate=_optional(float, merged["learningRate"]),
         model_name=merged["modelName"],
         source=merged["source"],
-        seed=int(merged["seed"]),
+        seed=_optional(int, merged["seed"]),
     )
+
+
+def _optional(kind: type, value: Any) -> Any:
+    return None if value is None else kind(value)
 
 
 def _as_text(raw: Any) -> str:

@@ -41,7 +41,10 @@ class Config:
     # gcp: accounts, images and packages deploy.sh provisions.
     dataflow_service_account: str = ""
     training_service_account: str = ""
-    training_image: str = "us-docker.pkg.dev/vertex-ai/training/tf-cpu.2-15.py310:latest"
+    # The trainer is Keras 3, which Vertex's prebuilt training images carry from TF 2.16 on; the
+    # serving image stays at 2.15 (the newest prebuilt one), which loads the exported graph
+    # (scripts/check_serving_compat.sh proves it).
+    training_image: str = "us-docker.pkg.dev/vertex-ai/training/tf-cpu.2-17.py310:latest"
     serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
     trainer_package: str = ""
     flex_template: str = ""

@@ -1,0 +1,70 @@
+"""The figures in metrics.json: RMSEs, the Bayes floor of synthetic data, and the atomic write.
+
+Kept free of TensorFlow: these are plain numpy computations that tests call directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from trainer import schema
+
+log = logging.getLogger(__name__)
+
+
+def rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """Root mean squared error of two equally long 1-D arrays."""
+    predicted = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    actual = np.asarray(actual, dtype=np.float64).reshape(-1)
+    if predicted.shape != actual.shape or actual.size == 0:
+        raise ValueError(f"cannot compare {predicted.shape} predictions with {actual.shape} labels")
+    return float(np.sqrt(np.mean(np.square(predicted - actual))))
+
+
+def baseline_rmse(train_label_mean: float, eval_labels: np.ndarray) -> float:
+    """RMSE on eval of always predicting the training mean: what a model must beat."""
+    return rmse(np.full(np.shape(eval_labels), train_label_mean), eval_labels)
+
+
+def bayes_floor(sample: Mapping[str, Any] | None, eval_features: Mapping[str, np.ndarray]) -> float | None:
+    """The lowest RMSE any model can reach on the eval rows, when the data is synthetic.
+
+    Only the ``natality_sample`` generator knows its own noise; it is imported here, lazily,
+    so the trainer runs where that package is absent (the figure is then None).
+    """
+    if not sample or sample.get("generator") != schema.SAMPLE_GENERATOR_WITH_BAYES_FLOOR:
+        return None
+    try:
+        import natality_sample  # noqa: PLC0415 (optional, imported only for synthetic data)
+
+        floor = natality_sample.bayes_floor(
+            eval_features["is_male"],
+            eval_features["plurality"],
+            eval_features["mother_age"],
+            eval_features["gestation_weeks"],
+        )
+    except (ImportError, AttributeError) as error:
+        log.warning("no Bayes floor: natality_sample is not available (%s)", error)
+        return None
+    except Exception as error:  # the figure is informative; a failure must not lose the model
+        log.warning("no Bayes floor: natality_sample.bayes_floor failed: %s", error)
+        return None
+    return float(floor)
+
+
+def write_json_atomically(path: str, document: Mapping[str, Any]) -> None:
+    """Write ``document`` so that readers see either no file or the whole file."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)

@@ -1,0 +1,199 @@
+"""Entry point of the trainer: ``python -m trainer.task --data-dir DIR --job-dir DIR``.
+
+Vertex AI runs this module from the trainer sdist. It honours Vertex's variables
+(``AIP_MODEL_DIR`` for the SavedModel, ``AIP_TENSORBOARD_LOG_DIR``, ``CLOUD_ML_JOB_ID``) and
+reads and writes ``gs://`` locations through Vertex's Cloud Storage FUSE mount ``/gcs/``.
+Order of work: validate arguments and input, read eval rows and training statistics (a
+malformed shard stops the run here), train, export the SavedModel, write metrics.json last.
+Exit status 0 on success, 1 on bad input (nothing written), 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+import time
+from typing import Sequence
+
+from trainer.inputs import DataSpec, TrainerInputError, discover_data, load_manifest
+from trainer.paths import resolve_output_locations
+
+log = logging.getLogger("trainer")
+
+# Defaults sized for the project's usual run (~200,000 records, ~300,000 training rows) on a
+# small CPU machine: 6 passes over 300k rows in a few minutes on 2 cores.
+DEFAULT_NUM_TRAIN_EXAMPLES = 1_800_000
+DEFAULT_NUM_EVALS = 6
+DEFAULT_BATCH_SIZE = 512
+DEFAULT_LEARNING_RATE = 0.003
+DEFAULT_SEED = 1
+# Shards may come ordered (by key, by source file), so the whole training split is shuffled
+# when it fits: a million cached rows take a few hundred MB.
+MAX_SHUFFLE_BUFFER = 1_000_000
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of the original babyweight trainer, plus ``--manifest`` and ``--seed``."""
+    parser = argparse.ArgumentParser(prog="python -m trainer.task", description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="directory of the preprocess output (gs:// or local)")
+    source.add_argument("--manifest", help="path of a preprocess _MANIFEST.json (gs:// or local)")
+    parser.add_argument(
+        "--job-dir",
+        help="output directory: metrics.json, and the model unless AIP_MODEL_DIR is set "
+        "(default: the parent of AIP_MODEL_DIR)",
+    )
+    parser.add_argument("--num-train-examples", type=_positive_int, default=DEFAULT_NUM_TRAIN_EXAMPLES,
+                        help="training examples to run through the model in total "
+                        "(default %(default)s)")
+    parser.add_argument("--num-eval-examples", type=_non_negative_int, default=0,
+                        help="eval rows to use, from the start of the eval shards; 0 = all")
+    parser.add_argument("--num-evals", type=_positive_int, default=DEFAULT_NUM_EVALS,
+                        help="how many times to evaluate during training (default %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--learning-rate", type=_positive_float, default=DEFAULT_LEARNING_RATE)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="seed of weight initialisation and shuffling")
+    return parser
+
+
+def steps_per_evaluation(num_train_examples: int, batch_size: int, num_evals: int) -> int:
+    """Training steps between two evaluations; at least one batch per evaluation is required."""
+    steps = num_train_examples // (batch_size * num_evals)
+    if steps < 1:
+        raise ValueError(
+            f"--num-train-examples {num_train_examples} is too small for {num_evals} evaluations "
+            f"of batches of {batch_size}: it needs at least {batch_size * num_evals}"
+        )
+    return steps
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the trainer; return the process exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        return _train(args)
+    except TrainerInputError as error:
+        log.error("%s", error)
+        print(f"trainer: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _load_input(args: argparse.Namespace) -> DataSpec:
+    return load_manifest(args.manifest) if args.manifest else discover_data(args.data_dir)
+
+
+def _train(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        steps = steps_per_evaluation(args.num_train_examples, args.batch_size, args.num_evals)
+        outputs = resolve_output_locations(args.job_dir, os.environ)
+    except ValueError as error:
+        raise TrainerInputError(str(error)) from None
+    spec = _load_input(args)
+    log.info("input: %d train shard(s), %d eval shard(s), manifest %s",
+             len(spec.train_files), len(spec.eval_files), spec.manifest_path)
+
+    # TensorFlow is imported only once the arguments and the input are known to be sound.
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from trainer import data, evaluation  # noqa: PLC0415
+    from trainer.model import build_wide_and_deep, export_for_serving  # noqa: PLC0415
+
+    if int(keras.__version__.split(".")[0]) < 3:
+        raise TrainerInputError(
+            f"the trainer needs Keras 3 (TensorFlow 2.16 or newer); found Keras {keras.__version__}"
+        )
+    keras.utils.set_random_seed(args.seed)
+
+    eval_features, eval_labels = data.read_split(spec.eval_files, args.num_eval_examples or None)
+    stats = data.summarize_split(spec.train_files)
+    log.info("train rows %d (label mean %.3f); eval rows %d", stats.rows, stats.label_mean, len(eval_labels))
+
+    model = build_wide_and_deep(stats, args.learning_rate, decay_steps=steps * args.num_evals)
+    train_ds = data.csv_dataset(
+        spec.train_files, args.batch_size, shuffle=True, repeat=True, seed=args.seed,
+        shuffle_buffer=min(stats.rows, MAX_SHUFFLE_BUFFER),
+    )
+    eval_ds = tf.data.Dataset.from_tensor_slices((eval_features, eval_labels)).batch(4096)
+    callbacks = []
+    if outputs.tensorboard_dir:
+        # Vertex AI sets AIP_TENSORBOARD_LOG_DIR whenever a job has a base output directory; its
+        # images ship TensorBoard, a plain tensorflow-cpu install does not.
+        if importlib.util.find_spec("tensorboard") is not None:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=outputs.tensorboard_dir))
+        else:
+            log.info("TensorBoard is not installed: no logs written to %s", outputs.tensorboard_dir)
+    fit_started = time.monotonic()
+    history = model.fit(
+        train_ds.prefetch(tf.data.AUTOTUNE),
+        epochs=args.num_evals,
+        steps_per_epoch=steps,
+        validation_data=eval_ds,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset is shuffled already
+        verbose=2,
+    )
+    train_time = time.monotonic() - fit_started
+
+    predicted = model.predict(eval_ds.map(lambda features, label: features), verbose=0)
+    eval_rmse = evaluation.rmse(predicted, eval_labels)
+    export_for_serving(model, outputs.model_dir)
+    log.info("exported the SavedModel to %s", outputs.model_dir)
+
+    examples_seen = steps * args.batch_size * args.num_evals
+    metrics = {
+        "eval_rmse": eval_rmse,
+        "baseline_rmse": evaluation.baseline_rmse(stats.label_mean, eval_labels),
+        "bayes_floor": evaluation.bayes_floor(spec.sample, eval_features),
+        "train_examples_seen": examples_seen,
+        "train_rows": stats.rows,
+        "eval_examples": int(len(eval_labels)),
+        "train_time_s": round(train_time, 3),
+        "train_examples_per_s": round(examples_seen / train_time, 1) if train_time > 0 else None,
+        "history": [float(value) for value in history.history["val_rmse"]],
+        "args": vars(args),
+        "model_dir": outputs.model_dir,
+        "manifest": spec.manifest_path,
+        "run_id": spec.run_id,
+        "job_id": os.environ.get("CLOUD_ML_JOB_ID"),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    metrics["wall_time_s"] = round(time.monotonic() - started, 3)
+    evaluation.write_json_atomically(outputs.metrics_path, metrics)
+    log.info("eval RMSE %.4f (baseline %.4f, Bayes floor %s); metrics in %s",
+             eval_rmse, metrics["baseline_rmse"], metrics["bayes_floor"], outputs.metrics_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
