@@ -7,6 +7,17 @@ from functions.config import Config, ConfigError
 from functions.platform import Platform
 
 
+def check_gcp_config(config: Config) -> None:
+    """Refuse a cloud configuration that lacks what launching jobs needs, naming what is missing."""
+    required = {"MLRELAY_FLEX_TEMPLATE": config.flex_template, "MLRELAY_TRAINER_PACKAGE": config.trainer_package}
+    missing = [variable for variable, value in required.items() if not value]
+    if missing:
+        raise ConfigError(f"gcp platform needs {' and '.join(missing)} (gs:// URIs that deploy.sh uploads)")
+    for variable, value in required.items():
+        if not value.startswith("gs://"):
+            raise ConfigError(f"{variable} must be a gs:// URI, not {value!r}")
+
+
 def build_platform(config: Config) -> Platform:
     if config.platform == "local":
         from functions.local_adapters import LocalApi, LocalJobs, LocalModels, LocalStorage
@@ -18,5 +29,15 @@ def build_platform(config: Config) -> Platform:
                            config.trainer_package),
             models=LocalModels(LocalApi(config.local_models_api), config.project, config.region,
                                config.serving_image),
+        )
+    if config.platform == "gcp":
+        # The adapters import the Google clients on first use, not here (cold start).
+        from functions.gcp_adapters import DataflowJobs, GcpJobs, GcsStorage, VertexJobs, VertexModels
+
+        check_gcp_config(config)
+        return Platform(
+            storage=GcsStorage(config.bucket, project=config.project),
+            jobs=GcpJobs(DataflowJobs(config), VertexJobs(config)),
+            models=VertexModels(config),
         )
     raise ConfigError(f"platform {config.platform!r} has no adapters in this build")

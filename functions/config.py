@@ -49,6 +49,8 @@ class Config:
     trainer_package: str = ""
     flex_template: str = ""
     max_workers: int = 4
+    # gcp: the machine each deployed model version is served on (dedicated resources, one replica).
+    serving_machine_type: str = "n1-standard-2"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -98,6 +100,7 @@ class Config:
             trainer_package=get("TRAINER_PACKAGE", ""),
             flex_template=get("FLEX_TEMPLATE", ""),
             max_workers=max_workers,
+            serving_machine_type=get("SERVING_MACHINE_TYPE", cls.serving_machine_type),
         )
         if platform == "local" and not (cfg.local_root and cfg.local_api and cfg.local_models_api):
             raise ConfigError("local platform needs MLRELAY_LOCAL_ROOT, MLRELAY_LOCAL_API and "
@@ -117,6 +120,6 @@ class Config:
             "DATAFLOW_SA": self.dataflow_service_account, "TRAINING_SA": self.training_service_account,
             "TRAINING_IMAGE": self.training_image, "SERVING_IMAGE": self.serving_image,
             "TRAINER_PACKAGE": self.trainer_package, "FLEX_TEMPLATE": self.flex_template,
-            "MAX_WORKERS": str(self.max_workers),
+            "MAX_WORKERS": str(self.max_workers), "SERVING_MACHINE_TYPE": self.serving_machine_type,
         }
         return {f"MLRELAY_{k}": v for k, v in names.items() if v != ""}

@@ -83,9 +83,12 @@ def launch_once(platform: Platform, marker: str, find_existing: Callable[[], str
             raise TransientError(f"launch marker {marker} is being written; try again") from None
         if held.get("job"):
             return "duplicate", held["job"]
-        if time.time() - float(held.get("claimed", 0)) < LAUNCH_LEASE_S:
+        if held.get("owner") == token:
+            pass  # our own claim: the create succeeded but its answer was lost and retried
+        elif time.time() - float(held.get("claimed", 0)) < LAUNCH_LEASE_S:
             return "in-flight", None
-        platform.storage.write(marker, claim)  # the owner died: take the work over
+        else:
+            platform.storage.write(marker, claim)  # the owner died: take the work over
     try:
         job = launch()
     except AlreadyExists:
