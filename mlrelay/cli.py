@@ -1,0 +1,231 @@
+"""`mlrelay`, the one front door: sample data, run each stage by hand, run the chain locally.
+
+Each subcommand imports what it needs when it runs, so `mlrelay --help` and the light commands
+start fast and never pay for TensorFlow or Beam.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from natality_sample import write_sample
+
+    info = write_sample(args.out, rows=args.rows, seed=args.seed, csv=args.csv)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from beam_pipeline.run import main as preprocess_main
+
+    return preprocess_main(args.rest)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from trainer.task import main as train_main
+
+    return train_main(args.rest)
+
+
+DEFAULT_ROOT = Path("mlrelay-local")
+
+
+def _local_state(root: Path) -> dict:
+    from local_cloud.cloud import read_state
+
+    state = read_state(root)
+    if state is None:
+        raise ValueError(f"no local cloud is running with state in {root.resolve()}; start one with `mlrelay up`")
+    return state
+
+
+def _bucket_dir(root: Path) -> Path:
+    from functions.config import Config
+
+    return root.resolve() / "buckets" / Config().bucket
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from local_cloud.cloud import LocalCloud, LocalCloudSettings
+    from local_cloud.scheduler import ScheduleEntry
+    from mlrelay.demo import ensure_sample
+
+    settings = LocalCloudSettings(root=args.root)
+    if args.schedule:
+        body = json.dumps({"source": "data/natality.parquet"}).encode()
+        settings.schedules.append(ScheduleEntry("retrain", args.schedule, settings.config.start_topic, body))
+    sample = ensure_sample(_bucket_dir(args.root), args.rows)
+    cloud = LocalCloud(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        cloud.start()
+        cfg = cloud.config
+        print(f"local cloud up in {cloud.ready_s:.2f} s; state in {cloud.root}")
+        print(f"  bucket gs://{cfg.bucket} = {cloud.bucket_dir} (sample: {sample['rows']:,} rows in data/)")
+        print(f"  topics {cfg.start_topic}, {cfg.job_events_topic}, {cfg.dead_letter_topic}; "
+              f"PUBSUB_EMULATOR_HOST=127.0.0.1:{cloud.ports['pubsub']}")
+        print(f"  endpoint {cloud.endpoint_url}")
+        if args.schedule:
+            print(f"  schedule '{args.schedule}' publishes a run request to {cfg.start_topic}")
+        print("start a run: mlrelay trigger FILE  |  mlrelay publish mlrelay-start '{}'; Ctrl-C stops")
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cloud.stop()
+        print("local cloud stopped")
+    return 0
+
+
+def _cmd_trigger(args: argparse.Namespace) -> int:
+    from functions.local_adapters import LocalStorage
+
+    data = Path(args.file).read_bytes()
+    name = f"triggers/{args.name or Path(args.file).name}"
+    _local_state(args.root)
+    LocalStorage(_bucket_dir(args.root)).write(name, data)
+    print(f"uploaded gs://mlrelay/{name}")
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    import os
+
+    state = _local_state(args.root)
+    os.environ["PUBSUB_EMULATOR_HOST"] = state["pubsub_emulator_host"]
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(state["project"], args.topic)
+    message_id = publisher.publish(topic, args.data.encode()).result(timeout=30)
+    print(f"published message {message_id} to {topic}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from functions.local_adapters import LocalStorage
+    from mlrelay.runs import format_status_table, run_statuses
+
+    statuses = run_statuses(LocalStorage(_bucket_dir(args.root)), args.run_id)
+    if args.run_id and not statuses:
+        raise ValueError(f"no run {args.run_id}")
+    if args.json:
+        print(json.dumps([s.to_dict() for s in statuses], indent=2))
+    else:
+        print(format_status_table(statuses))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mlrelay.demo import predict
+
+    endpoint = args.endpoint or _local_state(args.root)["endpoint"]
+    try:
+        body = json.loads(args.instances)
+    except ValueError as exc:
+        raise ValueError(f"instances are not JSON: {exc}") from None
+    instances = body.get("instances") if isinstance(body, dict) and "instances" in body else body
+    if isinstance(instances, dict):
+        instances = [instances]
+    print(json.dumps(predict(endpoint, instances), indent=2))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mlrelay.demo import run_demo
+
+    return run_demo(args.root, rows=args.rows, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlrelay",
+        description="An event-driven, serverless MLOps chain for the babyweight model.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sample = commands.add_parser(
+        "sample", help="write a synthetic copy of the natality table (Parquet, optional CSV)"
+    )
+    sample.add_argument("--rows", type=int, default=200_000, help="rows to generate (default 200000)")
+    sample.add_argument("--out", type=Path, required=True, help="output directory")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument("--csv", action="store_true", help="also write natality.csv (BigQuery export form)")
+    sample.set_defaults(func=_cmd_sample)
+
+    preprocess = commands.add_parser(
+        "preprocess",
+        help="run the Beam preprocessing pipeline (options as python -m beam_pipeline.run)",
+        add_help=False,
+    )
+    preprocess.add_argument("rest", nargs=argparse.REMAINDER)
+    preprocess.set_defaults(func=_cmd_preprocess)
+
+    train = commands.add_parser(
+        "train",
+        help="train and export the wide & deep model (options as python -m trainer.task)",
+        add_help=False,
+    )
+    train.add_argument("rest", nargs=argparse.REMAINDER)
+    train.set_defaults(func=_cmd_train)
+
+    def with_root(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                         help="the local cloud's state directory (default ./mlrelay-local)")
+        return sub
+
+    up = with_root(commands.add_parser("up", help="run the local cloud until Ctrl-C"))
+    up.add_argument("--schedule", help="a cron expression that publishes a run request (Cloud Scheduler)")
+    up.add_argument("--rows", type=int, default=50_000, help="sample rows to make when absent")
+    up.set_defaults(func=_cmd_up)
+
+    trigger = with_root(commands.add_parser("trigger", help="upload a trigger file (a JSON run request)"))
+    trigger.add_argument("file")
+    trigger.add_argument("--name", help="object name under triggers/ (default: the file's name)")
+    trigger.set_defaults(func=_cmd_trigger)
+
+    publish = with_root(commands.add_parser("publish", help="publish a message to a topic"))
+    publish.add_argument("topic")
+    publish.add_argument("data", help="the message body, e.g. a JSON run request")
+    publish.set_defaults(func=_cmd_publish)
+
+    status = with_root(commands.add_parser("status", help="runs and their stages, from the run ledger"))
+    status.add_argument("run_id", nargs="?")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_cmd_status)
+
+    predict = with_root(commands.add_parser("predict", help="ask the endpoint for predictions"))
+    predict.add_argument("instances", help='JSON: an instance, a list of them, or {"instances": [...]}')
+    predict.add_argument("--endpoint", help="the endpoint URL (default: the local cloud's)")
+    predict.set_defaults(func=_cmd_predict)
+
+    demo = with_root(commands.add_parser("demo", help="run the whole chain locally, then shut down"))
+    demo.add_argument("--rows", type=int, default=50_000, help="sample rows (default 50000)")
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, PermissionError) as exc:
+        print(f"mlrelay {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

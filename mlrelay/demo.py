@@ -1,0 +1,276 @@
+"""`mlrelay demo`: the whole chain on one machine, from an empty directory to a deployed model.
+
+It makes the sample data when it is missing, starts the local cloud, uploads a trigger file, follows
+the run as its ledger grows (file-system events, not polling the chain), asks the endpoint for a few
+predictions, prints a summary and shuts everything down.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers.inotify import InotifyObserver
+
+from events.ledger import RunStatus
+from events.log_entries import JobKind, classify
+from events.timestamps import parse_rfc3339
+from functions.local_adapters import LocalStorage
+from mlrelay.runs import run_statuses
+
+SAMPLE_INSTANCES = [
+    {"is_male": "True", "mother_age": 26.0, "plurality": "Single(1)", "gestation_weeks": 39.0},
+    {"is_male": "False", "mother_age": 32.0, "plurality": "Twins(2)", "gestation_weeks": 36.0},
+    {"is_male": "Unknown", "mother_age": 29.0, "plurality": "Multiple(2+)", "gestation_weeks": 34.0},
+    {"is_male": "True", "mother_age": 41.0, "plurality": "Single(1)", "gestation_weeks": 30.0},
+]
+
+
+class _Changed(FileSystemEventHandler):
+    def __init__(self) -> None:
+        self.flag = threading.Event()
+
+    def on_any_event(self, event) -> None:
+        self.flag.set()
+
+
+def ensure_sample(bucket_dir: Path, rows: int, seed: int = 0) -> dict:
+    """The sample under data/ of the bucket, made when absent or of another size."""
+    from natality_sample import write_sample
+
+    data_dir = bucket_dir / "data"
+    sidecar = data_dir / "_SAMPLE.json"
+    if sidecar.exists() and (data_dir / "natality.parquet").exists():
+        info = json.loads(sidecar.read_text())
+        if info.get("rows") == rows and info.get("seed") == seed:
+            return info
+    return write_sample(data_dir, rows=rows, seed=seed)
+
+
+def find_run_for_trigger(storage: LocalStorage, trigger_uri: str) -> str | None:
+    for name in storage.list("runs/"):
+        if not name.endswith("/request.json"):
+            continue
+        try:
+            origin = json.loads(storage.read(name)).get("origin", {})
+        except ValueError:
+            continue
+        if origin.get("object") == trigger_uri:
+            return name.split("/")[1]
+    return None
+
+
+def follow_run(bucket_dir: Path, storage: LocalStorage, trigger_uri: str, timeout_s: float,
+               show) -> RunStatus | None:
+    """Wait for the trigger's run to end, redrawing progress whenever its ledger changes."""
+    handler = _Changed()
+    observer = InotifyObserver()
+    observer.schedule(handler, str(bucket_dir / "runs"), recursive=True)
+    observer.start()
+    deadline = time.monotonic() + timeout_s
+    run_id = None
+    status = None
+    try:
+        while time.monotonic() < deadline:
+            handler.flag.clear()
+            run_id = run_id or find_run_for_trigger(storage, trigger_uri)
+            if run_id:
+                statuses = run_statuses(storage, run_id)
+                status = statuses[0] if statuses else None
+            show(run_id, status)
+            if status is not None and status.terminal:
+                return status
+            # Woken by the ledger's next record; the timeout only refreshes the elapsed clock.
+            handler.flag.wait(timeout=1.0)
+    finally:
+        observer.stop()
+        observer.join(timeout=5)
+    return status
+
+
+def predict(endpoint_url: str, instances: list[dict]) -> dict:
+    request = urllib.request.Request(f"{endpoint_url}:predict", data=json.dumps({"instances": instances}).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _mtime(path: Path) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime_ns / 1e9, tz=timezone.utc)
+    except FileNotFoundError:
+        return None
+
+
+def handoff_latencies(root: Path, bucket_dir: Path, status: RunStatus, records: dict[str, datetime],
+                      trigger_path: Path) -> dict[str, float | None]:
+    """Milliseconds from each event's cause existing to the next stage having launched its work."""
+    entries = []
+    log_file = root / "logs" / "entries.jsonl"
+    if log_file.exists():
+        entries = [json.loads(line) for line in log_file.read_text().splitlines() if line]
+    train_job = status.job_ids.get("train")
+    train_end = deploy_end = None
+    for entry in entries:
+        terminal = classify(entry)
+        if terminal is None:
+            continue
+        if terminal.kind == JobKind.VERTEX_CUSTOM_JOB and terminal.job_id == train_job:
+            train_end = parse_rfc3339(terminal.timestamp)
+        elif terminal.kind == JobKind.VERTEX_DEPLOY_MODEL and records.get("deploying") and \
+                parse_rfc3339(terminal.timestamp) >= records["deploying"]:
+            deploy_end = deploy_end or parse_rfc3339(terminal.timestamp)
+    causes = {
+        "trigger_to_preprocess": (_mtime(trigger_path), records.get("preprocessing")),
+        "manifest_to_training": (_mtime(bucket_dir / f"runs/{status.run_id}/preprocess/_MANIFEST.json"),
+                                 records.get("training")),
+        "training_to_deploy": (train_end, records.get("deploying")),
+        "deploy_to_deployed": (deploy_end, records.get("deployed")),
+    }
+    return {name: (round((after - before).total_seconds() * 1000, 1) if before and after else None)
+            for name, (before, after) in causes.items()}
+
+
+def state_times(storage: LocalStorage, run_id: str) -> dict[str, datetime]:
+    """The first ledger record of each state."""
+    from mlrelay.runs import ledger_events
+
+    firsts: dict[str, datetime] = {}
+    for event in sorted(ledger_events(storage, run_id).get(run_id, []), key=lambda e: e.time):
+        firsts.setdefault(event.state.value, event.time)
+    return firsts
+
+
+def run_demo(root: Path, rows: int, as_json: bool, timeout_s: float = 900.0, request: dict | None = None) -> int:
+    from local_cloud.cloud import LocalCloud, LocalCloudSettings
+
+    out = sys.stderr if as_json else sys.stdout
+    tty = out.isatty()
+    began = time.monotonic()
+    settings = LocalCloudSettings(root=root)
+    bucket_dir = Path(root).resolve() / "buckets" / settings.config.bucket
+    print(f"mlrelay demo: local state in {Path(root).resolve()}", file=out)
+    t0 = time.monotonic()
+    sample = ensure_sample(bucket_dir, rows)
+    sample_s = time.monotonic() - t0
+    print(f"  sample: {sample['rows']:,} rows at gs://{settings.config.bucket}/data/natality.parquet "
+          f"({sample_s:.1f} s)", file=out)
+    cloud = LocalCloud(settings)
+    summary: dict = {}
+    try:
+        cloud.start()
+        print(f"  local cloud ready in {cloud.ready_s:.2f} s (functions, broker, jobs, endpoint)", file=out)
+        storage = LocalStorage(bucket_dir)
+        body = {"source": "data/natality.parquet", "limit": rows, **(request or {})}
+        trigger_name = f"triggers/demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.json"
+        storage.write(trigger_name, json.dumps(body).encode())
+        trigger_uri = f"gs://{settings.config.bucket}/{trigger_name}"
+        print(f"  uploaded {trigger_uri}", file=out)
+        last = [None]
+
+        def show(run_id, status) -> None:
+            state = status.state.value if status else "waiting"
+            line = f"  [{time.monotonic() - began:6.1f} s] {run_id or '(run starting)'}: {state}"
+            if tty:
+                print("\r" + line.ljust(78), end="", file=out, flush=True)
+            elif line.split(": ")[-1] != last[0]:
+                print(line, file=out, flush=True)
+            last[0] = line.split(": ")[-1]
+
+        status = follow_run(bucket_dir, storage, trigger_uri, timeout_s, show)
+        if tty:
+            print(file=out)
+        summary = summarize(cloud, storage, bucket_dir, status, trigger_name, rows)
+        summary["wall_s"] = round(time.monotonic() - began, 2)
+        summary["sample_s"] = round(sample_s, 2)
+        summary["local_cloud_ready_s"] = round(cloud.ready_s or 0, 3)
+    finally:
+        cloud.stop()
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(format_summary(summary), file=out)
+    return 0 if summary.get("state") == "deployed" else 1
+
+
+def summarize(cloud, storage: LocalStorage, bucket_dir: Path, status: RunStatus | None, trigger_name: str,
+              rows: int) -> dict:
+    if status is None:
+        return {"run_id": None, "state": "timeout", "stages": {}, "handoffs_ms": {}, "rows": None,
+                "eval_rmse": None, "bayes_floor": None, "model_version": None,
+                "endpoint": cloud.endpoint_url, "predictions": []}
+    run_id = status.run_id
+    records = state_times(storage, run_id)
+    manifest = _read_json(storage, f"runs/{run_id}/preprocess/_MANIFEST.json")
+    metrics = _read_json(storage, f"runs/{run_id}/train/metrics.json")
+    model_version = None
+    from mlrelay.runs import ledger_events
+
+    for event in ledger_events(storage, run_id).get(run_id, []):
+        model_version = event.details.get("model_version", model_version)
+    predictions: dict = {}
+    if status.state.value == "deployed":
+        predictions = predict(cloud.endpoint_url, SAMPLE_INSTANCES)
+    return {
+        "run_id": run_id,
+        "state": status.state.value,
+        "reason": status.reason,
+        "stages": {name: {"start": t.start, "end": t.end, "seconds": t.seconds} for name, t in status.stages.items()},
+        "handoffs_ms": handoff_latencies(cloud.root, bucket_dir, status, records, bucket_dir / trigger_name),
+        "rows": {
+            "sample": rows,
+            "input_read": (manifest.get("input") or {}).get("rows_read"),
+            "dropped": (manifest.get("input") or {}).get("rows_dropped"),
+            "train": (manifest.get("splits") or {}).get("train", {}).get("rows"),
+            "eval": (manifest.get("splits") or {}).get("eval", {}).get("rows"),
+        },
+        "eval_rmse": metrics.get("eval_rmse"),
+        "bayes_floor": metrics.get("bayes_floor"),
+        "baseline_rmse": metrics.get("baseline_rmse"),
+        "model_version": model_version,
+        "endpoint": cloud.endpoint_url,
+        "predictions": [
+            {"instance": inst, "weight_pounds": pred}
+            for inst, pred in zip(SAMPLE_INSTANCES, predictions.get("predictions", []))
+        ],
+        "deployed_model_id": predictions.get("deployedModelId"),
+    }
+
+
+def _read_json(storage: LocalStorage, name: str) -> dict:
+    try:
+        return json.loads(storage.read(name))
+    except Exception:
+        return {}
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["", f"run {summary['run_id']}: {summary['state']}" +
+             (f" ({summary['reason']})" if summary.get("reason") else "")]
+    for name, stage in summary.get("stages", {}).items():
+        took = "" if stage["seconds"] is None else f"{stage['seconds']:7.2f} s"
+        lines.append(f"  {name:<11} {stage['start']:%H:%M:%S.%f}"[:-3] + f"  {took}")
+    lines.append("hand-offs (cause exists → next stage launched):")
+    for name, ms in summary.get("handoffs_ms", {}).items():
+        lines.append(f"  {name:<24} {'-' if ms is None else f'{ms:8.1f} ms'}")
+    rows = summary.get("rows") or {}
+    if rows:
+        lines.append(f"rows: sample {rows.get('sample')}, read {rows.get('input_read')}, dropped "
+                     f"{rows.get('dropped')}, train {rows.get('train')}, eval {rows.get('eval')}")
+    if summary.get("eval_rmse") is not None:
+        floor = summary.get("bayes_floor")
+        ratio = f" ({summary['eval_rmse'] / floor:.3f} × floor)" if floor else ""
+        lines.append(f"eval RMSE {summary['eval_rmse']:.4f} lb; Bayes floor {floor}{ratio}; "
+                     f"predict-the-mean {summary.get('baseline_rmse')}")
+    lines.append(f"model version {summary.get('model_version')} at {summary.get('endpoint')}")
+    for p in summary.get("predictions", []):
+        inst = p["instance"]
+        lines.append(f"  {inst['is_male']:<7} {inst['plurality']:<12} age {inst['mother_age']:>4} "
+                     f"{inst['gestation_weeks']:>4} wk → {p['weight_pounds']:.2f} lb")
+    lines.append(f"wall time {summary.get('wall_s')} s")
+    return "\n".join(lines)
