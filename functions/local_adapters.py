@@ -4,7 +4,8 @@ The local cloud (`mlrelay up`) serves a subset of the Dataflow and Vertex AI RES
 127.0.0.1, with the cloud's request and response shapes; these adapters are thin HTTP clients of
 it (urllib, so that the functions' cold start stays small). The bucket is a directory whose files
 are objects: writes are staged and renamed into place, as an upload becomes visible only whole, and
-create-only writes use O_EXCL, the local twin of `if_generation_match=0`.
+create-only writes are staged and hard-linked into place (link fails when the name exists), the
+local twin of `if_generation_match=0`.
 """
 from __future__ import annotations
 
@@ -56,23 +57,29 @@ class LocalStorage:
     def write(self, name: str, data: bytes, content_type: str = "application/json") -> None:
         final = self._path(name)
         final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._stage(data), final)
+
+    def create(self, name: str, data: bytes, content_type: str = "application/json") -> bool:
+        """Create-only and atomic, as `if_generation_match=0` is: the content is staged, then
+        hard-linked to its name, which fails if the name exists; no reader sees a partial object."""
+        final = self._path(name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._stage(data)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
+        return True
+
+    def _stage(self, data: bytes) -> Path:
         staging = self.root / STAGING_DIR
         staging.mkdir(parents=True, exist_ok=True)
         tmp = staging / f"{uuid.uuid4().hex}.part"
         with open(tmp, "wb") as handle:
             handle.write(data)
-        os.replace(tmp, final)
-
-    def create(self, name: str, data: bytes, content_type: str = "application/json") -> bool:
-        final = self._path(name)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        return True
+        return tmp
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()

@@ -170,13 +170,15 @@ def read_run_request(platform: Platform, run_id: str) -> RunRequest:
 
 def _read_trigger_file(platform: Platform, trigger: StartTrigger) -> bytes:
     if trigger.object_size > MAX_TRIGGER_BYTES:
-        raise InvalidRunRequest(f"trigger file is {trigger.object_size} bytes; the limit is {MAX_TRIGGER_BYTES}")
+        raise InvalidRunRequest(f"trigger file is {trigger.object_size} bytes, larger than the "
+                                f"{MAX_TRIGGER_BYTES // 1024} KiB a run request may be")
     try:
         return platform.storage.read(trigger.object_name, max_bytes=MAX_TRIGGER_BYTES)
     except NotFound:
         raise InvalidRunRequest(f"trigger file gs://{trigger.bucket}/{trigger.object_name} no longer exists") from None
     except ValueError:
-        raise InvalidRunRequest(f"trigger file is larger than {MAX_TRIGGER_BYTES} bytes") from None
+        raise InvalidRunRequest(f"trigger file is larger than the {MAX_TRIGGER_BYTES // 1024} KiB a run "
+                                f"request may be") from None
 
 
 def _source_uri(config: Config, request: RunRequest) -> str:

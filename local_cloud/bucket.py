@@ -156,8 +156,9 @@ class BucketWatcher(FileSystemEventHandler):
             self._finalize(Path(os.fsdecode(event.dest_path)))
 
     def on_created(self, event: FileSystemEvent) -> None:
-        # A real creation is followed by its close event. A simulated one (the file was complete
-        # before its new directory was watched) is not: finalize it if nobody is still writing it.
+        # A file opened for writing is finalized by its close event. A file that appears complete
+        # gets no close event: a hard link (create-only writes) or a simulated creation (the file
+        # was complete before its new directory was watched). Finalize it if nobody writes it.
         if isinstance(event, FileCreatedEvent):
             path = Path(os.fsdecode(event.src_path))
             if path.exists() and not is_open_for_writing(path):

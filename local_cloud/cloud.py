@@ -118,22 +118,23 @@ class LocalCloud:
 
         self._start_functions()
         self._subscribe_functions()
+        if wait_ready:
+            self._wait_functions_ready()  # before any delivery: a function not yet up would refuse it
         self.broker.start()
         self.watcher = BucketWatcher(cfg.bucket, self.bucket_dir, self._on_finalize)
         self.watcher.start()
         self.scheduler = Scheduler(self.settings.schedules, self.broker.publish,
                                    **({"now": self.settings.scheduler_now} if self.settings.scheduler_now else {}))
         self.scheduler.start()
-        if wait_ready:
-            self._wait_functions_ready()
         self.ready_s = time.monotonic() - began
         self._write_state()
         return self
 
     def stop(self) -> None:
-        for step in (lambda: self.scheduler.stop(), lambda: self.watcher.stop(),
-                     lambda: self.broker.stop(timeout=5), lambda: self.jobs.stop(),
-                     lambda: self._grpc.stop(grace=1), lambda: self.models.close()):
+        # Jobs end before the broker stops, so their last log lines still have somewhere to go.
+        for step in (lambda: self.scheduler.stop(), lambda: self.watcher.stop(), lambda: self.jobs.stop(),
+                     lambda: self.broker.stop(timeout=5), lambda: self._grpc.stop(grace=1),
+                     lambda: self.models.close()):
             try:
                 step()
             except AttributeError:

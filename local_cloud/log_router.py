@@ -49,7 +49,12 @@ class LogRouter:
                 log.exception("sink %s has a filter that does not parse", sink.name)
                 continue
             # A sink to Pub/Sub publishes the LogEntry as JSON, with its timestamp as an attribute.
-            self.publish(sink.topic, line.encode(), {"logging.googleapis.com/timestamp": entry.get("timestamp", "")})
+            try:
+                self.publish(sink.topic, line.encode(),
+                             {"logging.googleapis.com/timestamp": entry.get("timestamp", "")})
+            except Exception:  # a sink whose topic is gone loses the entry, as in the cloud
+                log.warning("sink %s could not publish entry %s", sink.name, entry.get("insertId"))
+                continue
             routed.append(sink.name)
         return routed
 

@@ -87,6 +87,17 @@ def test_a_staged_write_is_one_finalize_of_the_final_name(watched):
     assert not [n for n in names(got.items) if ".mlrelay-staging" in n]
 
 
+def test_a_create_only_write_is_finalized_once_and_a_second_create_loses(watched):
+    root, got = watched
+    storage = LocalStorage(root)
+    assert storage.create("runs/r/_LAUNCHED", b'{"owner": "a"}')
+    assert not storage.create("runs/r/_LAUNCHED", b'{"owner": "b"}')
+    assert got.wait_for(lambda items: "runs/r/_LAUNCHED" in names(items))
+    time.sleep(0.3)
+    assert names(got.items).count("runs/r/_LAUNCHED") == 1
+    assert storage.read("runs/r/_LAUNCHED") == b'{"owner": "a"}'
+
+
 def test_files_written_into_a_brand_new_directory_tree_are_not_missed(watched):
     root, got = watched
     deep = root / "runs" / "r1" / "preprocess"

@@ -174,7 +174,7 @@ def test_trigger_files_are_read_checked_for_size_and_must_be_under_triggers(env)
     big = stages.start_run(config, platform, stages.StartTrigger(
         "trigger-file", "e2", NOW, None, bucket="b", object_name="triggers/big.json", generation=8,
         object_size=10 << 20))
-    assert big.action == "rejected" and "limit" in big.detail
+    assert big.action == "rejected" and "64 KiB" in big.detail
     gone = stages.start_run(config, platform, stages.StartTrigger(
         "trigger-file", "e3", NOW, None, bucket="b", object_name="triggers/gone.json", generation=9))
     assert gone.action == "rejected" and "no longer exists" in gone.detail
