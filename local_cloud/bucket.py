@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +38,9 @@ from events.storage import storage_object_resource
 from functions.local_adapters import STAGING_DIR
 
 log = logging.getLogger(__name__)
+# watchdog re-adds a watch for a directory it saw created twice (its own event and its recursive scan
+# of the parent) and warns that it replaces the callback: harmless, and noisy in every run.
+warnings.filterwarnings("ignore", message="Callback with id .* already exists for watch", category=RuntimeWarning)
 
 
 
