@@ -42,6 +42,9 @@ from local_cloud.pubsub_grpc import serve_publisher
 from local_cloud.scheduler import ScheduleEntry, Scheduler
 
 log = logging.getLogger(__name__)
+# TensorFlow (loaded by the endpoint when a model is deployed) logs its C++ start-up notices to the
+# console; keep warnings and errors only.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("start_pipeline", "on_preprocess_output", "on_training_complete")
 STATE_FILE = "local-cloud.json"

@@ -86,14 +86,29 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_trigger(args: argparse.Namespace) -> int:
+def _storage(args: argparse.Namespace):
+    """The pipeline bucket: a Cloud Storage bucket with --bucket gs://B, else the local cloud's."""
+    if args.bucket:
+        if not args.bucket.startswith("gs://") or not args.bucket[5:].strip("/"):
+            raise ValueError(f"--bucket must be gs://BUCKET, not {args.bucket!r}")
+        from functions.gcp_adapters import GcsStorage
+
+        name = args.bucket[5:].strip("/")
+        return GcsStorage(name), name
+    from functions.config import Config
     from functions.local_adapters import LocalStorage
 
+    return LocalStorage(_bucket_dir(args.root)), Config().bucket
+
+
+def _cmd_trigger(args: argparse.Namespace) -> int:
     data = Path(args.file).read_bytes()
     name = f"triggers/{args.name or Path(args.file).name}"
-    _local_state(args.root)
-    LocalStorage(_bucket_dir(args.root)).write(name, data)
-    print(f"uploaded gs://mlrelay/{name}")
+    if not args.bucket:
+        _local_state(args.root)  # a trigger with no local cloud running would wait for nobody
+    storage, bucket = _storage(args)
+    storage.write(name, data)
+    print(f"uploaded gs://{bucket}/{name}")
     return 0
 
 
@@ -112,10 +127,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from functions.local_adapters import LocalStorage
     from mlrelay.runs import format_status_table, run_statuses
 
-    statuses = run_statuses(LocalStorage(_bucket_dir(args.root)), args.run_id)
+    statuses = run_statuses(_storage(args)[0], args.run_id)
     if args.run_id and not statuses:
         raise ValueError(f"no run {args.run_id}")
     if args.json:
@@ -126,8 +140,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from mlrelay.demo import predict
-
     endpoint = args.endpoint or _local_state(args.root)["endpoint"]
     try:
         body = json.loads(args.instances)
@@ -136,14 +148,42 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     instances = body.get("instances") if isinstance(body, dict) and "instances" in body else body
     if isinstance(instances, dict):
         instances = [instances]
+    if not isinstance(instances, list) or not instances:
+        raise ValueError("give one instance (a JSON object) or a non-empty list of them")
+    if endpoint.startswith("projects/"):
+        print(json.dumps(_predict_vertex(endpoint, instances), indent=2))
+        return 0
+    from mlrelay.demo import predict
+
     print(json.dumps(predict(endpoint, instances), indent=2))
     return 0
+
+
+def _predict_vertex(endpoint: str, instances: list) -> dict:
+    """Vertex AI online prediction with the caller's credentials (gcloud auth application-default)."""
+    parts = endpoint.split("/")
+    if len(parts) != 6 or parts[2] != "locations" or parts[4] != "endpoints":
+        raise ValueError(f"--endpoint must be projects/P/locations/R/endpoints/E, not {endpoint!r}")
+    from google.cloud import aiplatform_v1
+    from google.protobuf import json_format, struct_pb2
+
+    client = aiplatform_v1.PredictionServiceClient(
+        client_options={"api_endpoint": f"{parts[3]}-aiplatform.googleapis.com"})
+    values = [json_format.ParseDict(instance, struct_pb2.Value()) for instance in instances]
+    response = client.predict(endpoint=endpoint, instances=values)
+    return json.loads(type(response).to_json(response))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mlrelay.demo import run_demo
 
     return run_demo(args.root, rows=args.rows, as_json=args.json)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from bench import run_from_args
+
+    return run_from_args(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     trigger = with_root(commands.add_parser("trigger", help="upload a trigger file (a JSON run request)"))
     trigger.add_argument("file")
+    trigger.add_argument("--bucket", help="gs://BUCKET: the deployed chain's bucket (default: the local cloud's)")
     trigger.add_argument("--name", help="object name under triggers/ (default: the file's name)")
     trigger.set_defaults(func=_cmd_trigger)
 
@@ -200,18 +241,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = with_root(commands.add_parser("status", help="runs and their stages, from the run ledger"))
     status.add_argument("run_id", nargs="?")
+    status.add_argument("--bucket", help="gs://BUCKET: the deployed chain's bucket (default: the local cloud's)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cmd_status)
 
     predict = with_root(commands.add_parser("predict", help="ask the endpoint for predictions"))
     predict.add_argument("instances", help='JSON: an instance, a list of them, or {"instances": [...]}')
-    predict.add_argument("--endpoint", help="the endpoint URL (default: the local cloud's)")
+    predict.add_argument("--endpoint", help="a Vertex AI endpoint (projects/P/locations/R/endpoints/E) or a "
+                                            "local endpoint URL (default: the local cloud's)")
     predict.set_defaults(func=_cmd_predict)
 
     demo = with_root(commands.add_parser("demo", help="run the whole chain locally, then shut down"))
     demo.add_argument("--rows", type=int, default=50_000, help="sample rows (default 50000)")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.set_defaults(func=_cmd_demo)
+
+    from bench import add_arguments as add_bench_arguments  # argparse only: the benchmarks load when run
+
+    bench = add_bench_arguments(commands.add_parser(
+        "bench", help="measure each stage against its baseline (tables, or --json)"))
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -220,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, PermissionError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"mlrelay {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -265,8 +265,10 @@ def format_summary(summary: dict) -> str:
     if summary.get("eval_rmse") is not None:
         floor = summary.get("bayes_floor")
         ratio = f" ({summary['eval_rmse'] / floor:.3f} × floor)" if floor else ""
-        lines.append(f"eval RMSE {summary['eval_rmse']:.4f} lb; Bayes floor {floor}{ratio}; "
-                     f"predict-the-mean {summary.get('baseline_rmse')}")
+        floor_text = "unknown" if floor is None else f"{floor:.4f} lb"
+        baseline = summary.get("baseline_rmse")
+        baseline_text = "" if baseline is None else f"; predicting the mean {baseline:.4f} lb"
+        lines.append(f"eval RMSE {summary['eval_rmse']:.4f} lb; Bayes floor {floor_text}{ratio}{baseline_text}")
     lines.append(f"model version {summary.get('model_version')} at {summary.get('endpoint')}")
     for p in summary.get("predictions", []):
         inst = p["instance"]
