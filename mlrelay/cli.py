@@ -264,9 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PASS_THROUGH = ("preprocess", "train")  # their options belong to the pipeline's and trainer's parsers
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in PASS_THROUGH:
+        # argparse's REMAINDER drops options that look like its own (--source, --help) after a
+        # subcommand, so hand everything after the subcommand over untouched.
+        args = parser.parse_args(argv[:1])
+        args.rest = argv[1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError) as exc:

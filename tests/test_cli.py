@@ -73,3 +73,12 @@ def test_local_commands_say_when_no_local_cloud_runs(tmp_path, capsys):
     request.write_text("{}")
     assert main(["trigger", str(request), "--root", str(tmp_path)]) == 2
     assert "mlrelay up" in capsys.readouterr().err
+
+
+def test_preprocess_and_train_hand_their_options_to_the_pipeline_and_the_trainer(tmp_path, capsys):
+    missing = tmp_path / "none.parquet"
+    assert main(["preprocess", "--source", str(missing), "--out", str(tmp_path / "out")]) == 2
+    assert "none.parquet" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "_MANIFEST.json").exists()
+    assert main(["train", "--data-dir", str(tmp_path), "--job-dir", str(tmp_path / "job")]) != 0
+    assert "shard" in capsys.readouterr().err.lower()
