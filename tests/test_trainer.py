@@ -265,3 +265,11 @@ def test_no_output_location_is_a_clear_error(tmp_path, capsys, monkeypatch):
     synthetic_dataset(tmp_path / "data", records=40)
     assert main(["--data-dir", str(tmp_path / "data"), *TINY_RUN]) == 1
     assert "pass --job-dir or set AIP_MODEL_DIR" in capsys.readouterr().err
+
+
+def test_default_training_length_follows_the_data_within_bounds():
+    from trainer.task import MAX_DEFAULT_TRAIN_EXAMPLES, default_train_examples
+
+    assert default_train_examples(53_032, 512, 6) == 6 * 53_032  # the real rows: six passes
+    assert default_train_examples(311_990, 512, 6) == MAX_DEFAULT_TRAIN_EXAMPLES  # capped
+    assert default_train_examples(10, 512, 6) == 512 * 6  # at least one batch per evaluation
