@@ -36,6 +36,15 @@ _VERTEX_TERMINAL_LINES = {
 }
 
 
+def _with_message(entry: dict[str, Any], message: str, structured: bool) -> dict[str, Any]:
+    """The line as textPayload, or as jsonPayload.message for a structured (JSON) log line."""
+    if structured:
+        entry["jsonPayload"] = {"message": message}
+    else:
+        entry["textPayload"] = message
+    return entry
+
+
 def vertex_job_log_entry(
     project: str,
     job_id: str,
@@ -64,11 +73,7 @@ def vertex_job_log_entry(
         "timestamp": format_rfc3339(timestamp, digits=6),
         "receiveTimestamp": format_rfc3339(timestamp, digits=6),
     }
-    if structured:
-        entry["jsonPayload"] = {"message": message}
-    else:
-        entry["textPayload"] = message
-    return entry
+    return _with_message(entry, message, structured)
 
 
 def vertex_job_terminal_entry(
@@ -110,11 +115,7 @@ def dataflow_job_message_entry(
         "timestamp": format_rfc3339(timestamp, digits=6),
         "receiveTimestamp": format_rfc3339(timestamp, digits=6),
     }
-    if structured:
-        entry["jsonPayload"] = {"message": message}
-    else:
-        entry["textPayload"] = message
-    return entry
+    return _with_message(entry, message, structured)
 
 
 def deploy_model_audit_entry(
