@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# Provision mlrelay's chain on Google Cloud, from an empty project to a working chain.
+#
+#   PROJECT_ID=my-project bash deploy.sh              create what is missing, update the rest
+#   PROJECT_ID=my-project bash deploy.sh --dry-run    print every command; run none (no gcloud needed)
+#   PROJECT_ID=my-project bash deploy.sh --teardown   delete what deploy.sh created (--dry-run works too)
+#
+# It can be run again at any time: each resource is looked up before it is created, and what exists
+# is updated in place (functions, sink filter, schedule, template) or left alone.
+#
+# Settings (environment; defaults in brackets):
+#   PROJECT_ID (required)          REGION [us-central1]           BUCKET [$PROJECT_ID-mlrelay]
+#   START_TOPIC, JOB_EVENTS_TOPIC, DEAD_LETTER_TOPIC, MODEL_NAME, ENDPOINT_ID, TRAFFIC_PERCENT,
+#   TRAINING_IMAGE, SERVING_IMAGE, SERVING_MACHINE_TYPE, MAX_WORKERS [functions/config.py's defaults]
+#   SCHEDULE [0 3 * * 1]           SCHEDULE_TZ [Etc/UTC]          SCHEDULE_REQUEST [{"source":"bigquery"}]
+#   START_FUNCTION, PREPROCESS_FUNCTION, TRAINING_FUNCTION [mlrelay-start-pipeline, ...]
+#   FUNCTION_MAX_INSTANCES [5]     MAX_DELIVERY_ATTEMPTS [10]     SCHEDULER_JOB [mlrelay-retrain]
+#   SINK_NAME [mlrelay-job-events] ARTIFACT_REPO [mlrelay]        KEEP_BUCKET [0] (teardown keeps data)
+#   PYTHON [.venv/bin/python, else python3]: runs the project's helpers (sink filter, sdist, checks)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=deploy/shell_lib.sh disable=SC1091
+source "$ROOT/deploy/shell_lib.sh"
+# shellcheck source=deploy/teardown.sh disable=SC1091
+source "$ROOT/deploy/teardown.sh"
+
+APIS=(
+  cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com pubsub.googleapis.com
+  storage.googleapis.com dataflow.googleapis.com compute.googleapis.com aiplatform.googleapis.com
+  cloudscheduler.googleapis.com logging.googleapis.com cloudbuild.googleapis.com
+  artifactregistry.googleapis.com iam.googleapis.com cloudresourcemanager.googleapis.com
+  bigquery.googleapis.com bigquerystorage.googleapis.com
+)
+
+# The header comment above, as help.
+usage() { sed -n '/^set -euo/q; 2,$ s/^# \{0,1\}//p' "$ROOT/deploy.sh"; }
+
+load_settings() {
+  [[ -n ${PROJECT_ID:-} ]] || die "PROJECT_ID is not set: export PROJECT_ID=<your Google Cloud project id> and run again"
+  if [[ -z ${PYTHON:-} ]]; then
+    PYTHON=python3
+    [[ -x $ROOT/.venv/bin/python ]] && PYTHON=$ROOT/.venv/bin/python
+  fi
+  command -v "$PYTHON" >/dev/null || die "no Python at '$PYTHON': set PYTHON (make install builds .venv)"
+
+  local defaults key value
+  defaults=$(helper config-defaults) || die "cannot read functions/config.py's defaults with $PYTHON"
+  # Settings not given take the functions' defaults; TRIGGER_PREFIX is not a setting.
+  while IFS='=' read -r key value; do
+    if [[ $key == TRIGGER_PREFIX || -z ${!key:-} ]]; then
+      printf -v "$key" '%s' "$value"
+    fi
+  done <<<"$defaults"
+
+  REGION=${REGION:-us-central1}
+  BUCKET=${BUCKET:-$PROJECT_ID-mlrelay}
+  DEAD_LETTER_SUBSCRIPTION=${DEAD_LETTER_SUBSCRIPTION:-$DEAD_LETTER_TOPIC-hold}
+  START_FUNCTION=${START_FUNCTION:-mlrelay-start-pipeline}
+  PREPROCESS_FUNCTION=${PREPROCESS_FUNCTION:-mlrelay-on-preprocess-output}
+  TRAINING_FUNCTION=${TRAINING_FUNCTION:-mlrelay-on-training-complete}
+  FUNCTIONS_SA_NAME=${FUNCTIONS_SA_NAME:-mlrelay-functions}
+  DATAFLOW_SA_NAME=${DATAFLOW_SA_NAME:-mlrelay-dataflow}
+  TRAINING_SA_NAME=${TRAINING_SA_NAME:-mlrelay-training}
+  TRIGGER_SA_NAME=${TRIGGER_SA_NAME:-mlrelay-trigger}
+  BQ_TEMP_ROLE=${BQ_TEMP_ROLE:-mlrelayBigQueryTempDatasets}
+  ARTIFACT_REPO=${ARTIFACT_REPO:-mlrelay}
+  SINK_NAME=${SINK_NAME:-mlrelay-job-events}
+  SCHEDULER_JOB=${SCHEDULER_JOB:-mlrelay-retrain}
+  SCHEDULE=${SCHEDULE:-0 3 * * 1}
+  SCHEDULE_TZ=${SCHEDULE_TZ:-Etc/UTC}
+  local default_request='{"source":"bigquery"}'
+  SCHEDULE_REQUEST=${SCHEDULE_REQUEST:-$default_request}
+  FUNCTION_MAX_INSTANCES=${FUNCTION_MAX_INSTANCES:-5}
+  MAX_DELIVERY_ATTEMPTS=${MAX_DELIVERY_ATTEMPTS:-10}
+  DEPLOY_ATTEMPTS=${DEPLOY_ATTEMPTS:-3}
+  RETRY_DELAY=${RETRY_DELAY:-30}
+  KEEP_BUCKET=${KEEP_BUCKET:-0}
+
+  local settings=() name
+  for name in PROJECT_ID REGION BUCKET START_TOPIC JOB_EVENTS_TOPIC DEAD_LETTER_TOPIC \
+      DEAD_LETTER_SUBSCRIPTION START_FUNCTION PREPROCESS_FUNCTION TRAINING_FUNCTION \
+      FUNCTIONS_SA_NAME DATAFLOW_SA_NAME TRAINING_SA_NAME TRIGGER_SA_NAME BQ_TEMP_ROLE ARTIFACT_REPO \
+      SINK_NAME SCHEDULER_JOB SCHEDULE SCHEDULE_TZ SCHEDULE_REQUEST MODEL_NAME ENDPOINT_ID \
+      TRAFFIC_PERCENT TRAINING_IMAGE SERVING_IMAGE SERVING_MACHINE_TYPE MAX_WORKERS \
+      FUNCTION_MAX_INSTANCES MAX_DELIVERY_ATTEMPTS; do
+    settings+=("$name=${!name}")
+  done
+  helper check-settings "${settings[@]}" || exit 1
+
+  FUNCTIONS_SA=$FUNCTIONS_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
+  DATAFLOW_SA=$DATAFLOW_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
+  TRAINING_SA=$TRAINING_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
+  TRIGGER_SA=$TRIGGER_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
+  FLEX_TEMPLATE=gs://$BUCKET/packages/preprocess-template.json
+  LAUNCHER_IMAGE=$REGION-docker.pkg.dev/$PROJECT_ID/$ARTIFACT_REPO/preprocess-launcher
+}
+
+# --- the steps, in the order their dependencies need ---------------------------------------------
+
+enable_apis() {
+  say "Enabling the APIs"
+  gc services enable "${APIS[@]}"
+  gc_query PROJECT_NUMBER PROJECT_NUMBER projects describe "$PROJECT_ID" --format='value(projectNumber)'
+  PUBSUB_AGENT=service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com
+  gc_query GCS_AGENT "service-$PROJECT_NUMBER@gs-project-accounts.iam.gserviceaccount.com" storage service-agent
+}
+
+create_bucket() {
+  say "Bucket gs://$BUCKET"
+  if ! gc_lookup storage buckets describe "gs://$BUCKET"; then
+    gc storage buckets create "gs://$BUCKET" --location="$REGION" --uniform-bucket-level-access \
+      --public-access-prevention
+  fi
+  # Dataflow's temp and staging files under tmp/ are deleted after a week.
+  gc storage buckets update "gs://$BUCKET" --lifecycle-file="$ROOT/deploy/lifecycle.json"
+}
+
+create_topics() {
+  say "Topics"
+  local topic
+  for topic in "$START_TOPIC" "$JOB_EVENTS_TOPIC" "$DEAD_LETTER_TOPIC"; do
+    gc_lookup pubsub topics describe "$topic" || gc pubsub topics create "$topic"
+  done
+  # A topic keeps nothing by itself: dead letters are held here for a week, for inspection.
+  if ! gc_lookup pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION"; then
+    gc pubsub subscriptions create "$DEAD_LETTER_SUBSCRIPTION" --topic="$DEAD_LETTER_TOPIC" \
+      --message-retention-duration=7d --expiration-period=never
+  fi
+}
+
+create_service_accounts() {
+  say "Service accounts"
+  local name title
+  while IFS='|' read -r name title; do
+    if ! gc_lookup iam service-accounts describe "$name@$PROJECT_ID.iam.gserviceaccount.com"; then
+      gc iam service-accounts create "$name" --display-name="$title"
+    fi
+  done <<EOF
+$FUNCTIONS_SA_NAME|mlrelay functions (runtime)
+$DATAFLOW_SA_NAME|mlrelay Dataflow workers
+$TRAINING_SA_NAME|mlrelay Vertex AI training
+$TRIGGER_SA_NAME|mlrelay Eventarc triggers
+EOF
+  # Beam's BigQuery read runs the query into a temporary dataset it creates and then deletes; the
+  # creator owns that dataset, so creating datasets is the one BigQuery right it needs beyond
+  # running jobs and read sessions (roles/bigquery.user would add listing every dataset).
+  if gc_lookup iam roles describe "$BQ_TEMP_ROLE" --format='value(deleted)'; then
+    [[ $LOOKUP != True ]] || gc iam roles undelete "$BQ_TEMP_ROLE"
+  else
+    gc iam roles create "$BQ_TEMP_ROLE" --title="mlrelay BigQuery temporary datasets" \
+      --description="Create the temporary dataset of a Beam BigQuery query read" \
+      --permissions=bigquery.datasets.create --stage=GA
+  fi
+}
+
+grant_roles() {
+  say "IAM: each account gets what its work needs, on the narrowest resource"
+  # Functions: read and write the bucket (ledger, markers), launch the Flex Template and the
+  # training job as their own accounts, register and deploy models.
+  grant_bucket "serviceAccount:$FUNCTIONS_SA" roles/storage.objectAdmin
+  grant_project "serviceAccount:$FUNCTIONS_SA" roles/dataflow.developer
+  grant_project "serviceAccount:$FUNCTIONS_SA" roles/aiplatform.user
+  grant_on_account "$DATAFLOW_SA" "serviceAccount:$FUNCTIONS_SA" roles/iam.serviceAccountUser
+  grant_on_account "$TRAINING_SA" "serviceAccount:$FUNCTIONS_SA" roles/iam.serviceAccountUser
+  # Dataflow launcher and workers: run the job, read and write the bucket, query the public table.
+  grant_project "serviceAccount:$DATAFLOW_SA" roles/dataflow.worker
+  grant_bucket "serviceAccount:$DATAFLOW_SA" roles/storage.objectAdmin
+  grant_project "serviceAccount:$DATAFLOW_SA" roles/bigquery.jobUser
+  grant_project "serviceAccount:$DATAFLOW_SA" roles/bigquery.readSessionUser
+  grant_project "serviceAccount:$DATAFLOW_SA" "projects/$PROJECT_ID/roles/$BQ_TEMP_ROLE"
+  # Vertex AI training: read the shards and the trainer package, write the model and metrics.
+  grant_bucket "serviceAccount:$TRAINING_SA" roles/storage.objectAdmin
+  # Eventarc triggers receive events (run.invoker is granted on each function after its deploy).
+  grant_project "serviceAccount:$TRIGGER_SA" roles/eventarc.eventReceiver
+  # Pub/Sub signs the push requests of the triggers as the trigger account.
+  grant_on_account "$TRIGGER_SA" "serviceAccount:$PUBSUB_AGENT" roles/iam.serviceAccountTokenCreator
+  # Cloud Storage publishes the trigger-file notifications and Eventarc's storage events.
+  grant_project "serviceAccount:$GCS_AGENT" roles/pubsub.publisher
+  # Pub/Sub forwards undeliverable events to the dead-letter topic.
+  grant_topic "$DEAD_LETTER_TOPIC" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.publisher
+}
+
+create_notification() {
+  say "Trigger files: gs://$BUCKET/$TRIGGER_PREFIX* -> $START_TOPIC"
+  local topic=projects/$PROJECT_ID/topics/$START_TOPIC matching=""
+  gc_list NOTIFICATIONS storage buckets notifications list "gs://$BUCKET"
+  matching=$(helper notifications "$topic" "$TRIGGER_PREFIX" "$BUCKET" <<<"$NOTIFICATIONS")
+  if [[ -z $matching ]]; then
+    gc storage buckets notifications create "gs://$BUCKET" --topic="$topic" --event-types=OBJECT_FINALIZE \
+      --object-prefix="$TRIGGER_PREFIX" --payload-format=json --skip-topic-setup
+  fi
+}
+
+build_flex_template() {
+  say "Dataflow Flex Template $FLEX_TEMPLATE"
+  local tag image
+  tag=$(helper stage-flex "$WORK/flex-context")
+  image=$LAUNCHER_IMAGE:$tag
+  if ! gc_lookup artifacts repositories describe "$ARTIFACT_REPO" --location="$REGION"; then
+    gc artifacts repositories create "$ARTIFACT_REPO" --repository-format=docker --location="$REGION" \
+      --description="mlrelay images"
+  fi
+  grant_repository "serviceAccount:$DATAFLOW_SA" roles/artifactregistry.reader
+  # The tag is the build context's hash: an unchanged pipeline is not built again.
+  if ! gc_lookup artifacts docker images describe "$image"; then
+    gc builds submit "$WORK/flex-context" --tag="$image"
+  fi
+  gc dataflow flex-template build "$FLEX_TEMPLATE" --image="$image" --sdk-language=PYTHON \
+    --metadata-file="$WORK/flex-context/metadata.json" --service-account-email="$DATAFLOW_SA" \
+    --temp-location="gs://$BUCKET/tmp/" --staging-location="gs://$BUCKET/tmp/staging/" \
+    --max-workers="$MAX_WORKERS"
+}
+
+upload_trainer() {
+  say "Trainer package"
+  local sdist
+  sdist=$(helper build-sdist "$WORK/dist")
+  TRAINER_PACKAGE=gs://$BUCKET/packages/${sdist##*/}
+  gc storage cp "$sdist" "$TRAINER_PACKAGE"
+}
+
+create_endpoint() {
+  say "Vertex AI endpoint $ENDPOINT_ID"
+  if ! gc_lookup ai endpoints describe "$ENDPOINT_ID" --region="$REGION"; then
+    gc ai endpoints create --endpoint-id="$ENDPOINT_ID" --display-name="$ENDPOINT_ID" --region="$REGION"
+  fi
+}
+
+create_sink() {
+  say "Log sink $SINK_NAME -> $JOB_EVENTS_TOPIC"
+  local filter destination=pubsub.googleapis.com/projects/$PROJECT_ID/topics/$JOB_EVENTS_TOPIC
+  # The filter has one definition, in events/sink_filters.py; the local cloud applies the same text.
+  filter=$(cd "$ROOT" && "$PYTHON" -m events.sink_filters job-events)
+  if gc_lookup logging sinks describe "$SINK_NAME"; then
+    gc logging sinks update "$SINK_NAME" "$destination" --log-filter="$filter"
+  else
+    gc logging sinks create "$SINK_NAME" "$destination" --log-filter="$filter" \
+      --description="mlrelay: the terminal lines of training, preprocessing and deploy jobs"
+  fi
+  gc_query SINK_WRITER "serviceAccount:WRITER_IDENTITY_OF_$SINK_NAME" logging sinks describe "$SINK_NAME" \
+    --format='value(writerIdentity)'
+  grant_topic "$JOB_EVENTS_TOPIC" "$SINK_WRITER" roles/pubsub.publisher
+}
+
+# deploy_function NAME ENTRY_POINT TIMEOUT TRIGGER_FLAG...
+#
+# Every function is deployed with --retry: each is idempotent (create-only launch markers,
+# deterministic job names, a look-up of jobs by run label), so a redelivered event repeats no work,
+# and a transient fault (the function raises) gets another delivery instead of losing the run.
+# Bad events are acknowledged by the functions, so a retry never loops on them; what fails
+# MAX_DELIVERY_ATTEMPTS times goes to the dead-letter topic.
+# Memory: 512Mi holds the Google Cloud clients the functions import, with room to spare.
+# Instances: none while idle; at most FUNCTION_MAX_INSTANCES, which bounds the cost of a burst.
+deploy_function() {
+  local name=$1 entry_point=$2 timeout=$3 trigger subscription
+  shift 3
+  retry gc functions deploy "$name" --gen2 --runtime=python311 --region="$REGION" \
+    --source="$WORK/functions-source" --entry-point="$entry_point" --no-allow-unauthenticated \
+    --service-account="$FUNCTIONS_SA" --trigger-service-account="$TRIGGER_SA" --retry \
+    --timeout="$timeout" --memory=512Mi --min-instances=0 --max-instances="$FUNCTION_MAX_INSTANCES" \
+    --set-env-vars="$FUNCTION_ENV" "$@"
+  gc functions add-invoker-policy-binding "$name" --region="$REGION" --member="serviceAccount:$TRIGGER_SA"
+  # The dead-letter policy goes on the Pub/Sub subscription Eventarc made for the trigger.
+  gc_query trigger "projects/$PROJECT_ID/locations/$REGION/triggers/TRIGGER_OF_$name" \
+    functions describe "$name" --gen2 --region="$REGION" --format='value(eventTrigger.trigger)'
+  gc_query subscription "projects/$PROJECT_ID/subscriptions/SUBSCRIPTION_OF_$name" \
+    eventarc triggers describe "$trigger" --format='value(transport.pubsub.subscription)'
+  gc pubsub subscriptions update "$subscription" \
+    --dead-letter-topic="projects/$PROJECT_ID/topics/$DEAD_LETTER_TOPIC" \
+    --max-delivery-attempts="$MAX_DELIVERY_ATTEMPTS"
+  grant_subscription "$subscription" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.subscriber
+}
+
+deploy_functions() {
+  say "Functions (2nd gen)"
+  helper stage-functions "$WORK/functions-source"
+  FUNCTION_ENV=$(helper function-env "PROJECT_ID=$PROJECT_ID" "REGION=$REGION" "BUCKET=$BUCKET" \
+    "START_TOPIC=$START_TOPIC" "JOB_EVENTS_TOPIC=$JOB_EVENTS_TOPIC" "DEAD_LETTER_TOPIC=$DEAD_LETTER_TOPIC" \
+    "MODEL_NAME=$MODEL_NAME" "ENDPOINT_ID=$ENDPOINT_ID" "TRAFFIC_PERCENT=$TRAFFIC_PERCENT" \
+    "DATAFLOW_SA=$DATAFLOW_SA" "TRAINING_SA=$TRAINING_SA" "TRAINING_IMAGE=$TRAINING_IMAGE" \
+    "SERVING_IMAGE=$SERVING_IMAGE" "SERVING_MACHINE_TYPE=$SERVING_MACHINE_TYPE" \
+    "TRAINER_PACKAGE=$TRAINER_PACKAGE" "FLEX_TEMPLATE=$FLEX_TEMPLATE" "MAX_WORKERS=$MAX_WORKERS")
+  # Validating a request, recording the run and one Flex Template launch call: 2 minutes is ample.
+  deploy_function "$START_FUNCTION" start_pipeline 120s --trigger-topic="$START_TOPIC"
+  # Every object finalized in the bucket arrives here; all but a run's manifest return at once,
+  # and a manifest costs one CustomJob create call.
+  deploy_function "$PREPROCESS_FUNCTION" on_preprocess_output 120s \
+    --trigger-event-filters="type=google.cloud.storage.object.v1.finalized" \
+    --trigger-event-filters="bucket=$BUCKET" --trigger-location="$REGION"
+  # Confirming the job, registering the model version (an upload that can take a minute) and
+  # starting the deploy, which it never waits for: 5 minutes, well inside the 9-minute limit.
+  deploy_function "$TRAINING_FUNCTION" on_training_complete 300s --trigger-topic="$JOB_EVENTS_TOPIC"
+}
+
+create_schedule() {
+  say "Schedule $SCHEDULER_JOB: '$SCHEDULE' ($SCHEDULE_TZ)"
+  local verb=create
+  gc_lookup scheduler jobs describe "$SCHEDULER_JOB" --location="$REGION" && verb=update
+  gc scheduler jobs "$verb" pubsub "$SCHEDULER_JOB" --location="$REGION" --schedule="$SCHEDULE" \
+    --time-zone="$SCHEDULE_TZ" --topic="projects/$PROJECT_ID/topics/$START_TOPIC" \
+    --message-body="$SCHEDULE_REQUEST"
+}
+
+print_next_steps() {
+  local heading="mlrelay is deployed in $PROJECT_ID ($REGION). Start a run in any of three ways:"
+  if (( DRY_RUN )); then
+    heading="Dry run: nothing was changed. Once deployed, start a run in any of three ways:"
+  fi
+  cat <<EOF
+
+$heading
+  1. upload a trigger file (a JSON run request; {} takes every default):
+       echo '{"limit": 200000}' > request.json
+       gcloud storage cp request.json gs://$BUCKET/${TRIGGER_PREFIX}request.json     (or: gsutil cp ...)
+  2. publish a run request:
+       gcloud pubsub topics publish $START_TOPIC --project=$PROJECT_ID --message='{"limit": 200000}'
+  3. run the schedule now:
+       gcloud scheduler jobs run $SCHEDULER_JOB --location=$REGION --project=$PROJECT_ID
+Watch it:
+  mlrelay status --bucket gs://$BUCKET
+EOF
+}
+
+deploy() {
+  if (( ! DRY_RUN )); then
+    command -v gcloud >/dev/null || die "gcloud is not installed: see https://cloud.google.com/sdk/docs/install"
+  fi
+  enable_apis
+  create_bucket
+  create_topics
+  create_service_accounts
+  grant_roles
+  create_notification
+  build_flex_template
+  upload_trainer
+  create_endpoint
+  create_sink
+  deploy_functions
+  create_schedule
+  print_next_steps
+}
+
+main() {
+  DRY_RUN=0
+  local mode=deploy arg
+  for arg in "$@"; do
+    case $arg in
+      --dry-run) DRY_RUN=1 ;;
+      --teardown) mode=teardown ;;
+      -h|--help) usage; return 0 ;;
+      *) usage >&2; die "unknown argument '$arg'" ;;
+    esac
+  done
+  # A dry run cannot look anything up: a deployment shows every create, a teardown every delete.
+  local assumes_present=0
+  [[ $mode != teardown ]] || assumes_present=1
+  # shellcheck disable=SC2034  # read by lookup (deploy/shell_lib.sh)
+  DRY_RUN_ASSUMES_PRESENT=$assumes_present
+  load_settings
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/mlrelay-deploy.XXXXXX")
+  trap 'rm -rf "$WORK"' EXIT
+  export CLOUDSDK_CORE_DISABLE_PROMPTS=1
+  if (( DRY_RUN )); then
+    printf '# Dry run: the commands deploy.sh would run for project %s; nothing is changed.\n' "$PROJECT_ID"
+  fi
+  "$mode"
+}
+
+main "$@"

@@ -1,0 +1,362 @@
+"""The decisions deploy.sh takes out of bash: settings checks, the functions' environment, staging.
+
+deploy.sh runs ``python deploy/deploy_helpers.py COMMAND ...``; each command is a thin wrapper
+around a pure function here, so the tests call the same functions directly. Everything that has
+one definition in the project's code (the functions' configuration, the run-request schema, the
+trainer sdist) is taken from there rather than repeated in shell.
+
+Commands (settings are passed as KEY=VALUE arguments, never read from the environment):
+  check-settings KEY=VALUE...   print every problem with the settings; exit 1 if there is one
+  config-defaults               what deploy.sh takes from the functions' code (KEY=VALUE lines)
+  function-env KEY=VALUE...     the functions' --set-env-vars value (MLRELAY_*)
+  stage-functions DEST          the functions' source directory: main.py, functions/, events/, requirements.txt
+  stage-flex DEST               the Flex Template's build context; prints its content hash
+  build-sdist DEST              build the trainer sdist into DEST; prints its path
+  notifications TOPIC PREFIX BUCKET
+                                read `gcloud storage buckets notifications list --format=json` on
+                                stdin; print the name of each config that sends PREFIX to TOPIC
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import sys
+import zoneinfo
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+DEPLOY_DIR = Path(__file__).resolve().parent
+FLEX_DIR = DEPLOY_DIR / "flex_template"
+FUNCTIONS_ENTRY = DEPLOY_DIR / "functions_main.py"
+# The packages the deployed functions import; functions/requirements.txt lists their dependencies.
+FUNCTION_PACKAGES = ("functions", "events")
+# What the Flex Template's launcher image installs: the pipeline's imports, pinned as the repository
+# pins them (requirements.txt), so the image and the local runs use the same versions.
+FLEX_PINNED = ("apache-beam", "pyfarmhash", "pyarrow", "numpy")
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist", ".pytest_cache")
+
+
+class DeployError(ValueError):
+    """A setting or a file deploy.sh needs is wrong or missing; the message says which."""
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+_PATTERNS: dict[str, tuple[str, str]] = {
+    # name: (regex, what it must be)
+    "PROJECT_ID": (r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
+                   "6-30 lowercase letters, digits or '-', starting with a letter"),
+    "REGION": (r"^[a-z]+-[a-z]+[0-9]+$", "a Google Cloud region such as us-central1"),
+    "BUCKET": (r"^(?!goog)(?!.*\.\.)[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$",
+               "3-63 lowercase letters, digits, '-', '_' or '.', not starting with 'goog'"),
+    "ARTIFACT_REPO": (r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", "lowercase letters, digits and '-'"),
+    "SINK_NAME": (r"^[A-Za-z0-9_.-]{1,100}$", "up to 100 letters, digits, '_', '-' or '.'"),
+    "SCHEDULER_JOB": (r"^[A-Za-z0-9_-]{1,500}$", "letters, digits, '_' or '-'"),
+    "ENDPOINT_ID": (r"^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[1-9][0-9]{0,8})$",
+                    "a Vertex AI endpoint id: lowercase letters, digits and '-' starting with a "
+                    "letter, or a number of up to 9 digits"),
+    "BQ_TEMP_ROLE": (r"^[A-Za-z0-9_.]{3,64}$", "3-64 letters, digits, '_' or '.' (a custom role id)"),
+}
+_TOPICS = ("START_TOPIC", "JOB_EVENTS_TOPIC", "DEAD_LETTER_TOPIC", "DEAD_LETTER_SUBSCRIPTION")
+_TOPIC_PATTERN = r"^(?!goog)[A-Za-z][A-Za-z0-9._~%+-]{2,254}$"
+_ACCOUNTS = ("FUNCTIONS_SA_NAME", "DATAFLOW_SA_NAME", "TRAINING_SA_NAME", "TRIGGER_SA_NAME")
+_ACCOUNT_PATTERN = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+_FUNCTIONS = ("START_FUNCTION", "PREPROCESS_FUNCTION", "TRAINING_FUNCTION")
+_FUNCTION_PATTERN = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+# name: (lowest, highest)
+_INTEGERS: dict[str, tuple[int, int]] = {
+    "MAX_DELIVERY_ATTEMPTS": (5, 100),  # the bounds Pub/Sub accepts
+    "FUNCTION_MAX_INSTANCES": (1, 1000),
+    "TRAFFIC_PERCENT": (1, 100),
+    "MAX_WORKERS": (1, 1000),
+}
+_NO_SEPARATORS = ("TRAINING_IMAGE", "SERVING_IMAGE", "SERVING_MACHINE_TYPE")
+
+
+def settings_errors(settings: Mapping[str, str]) -> list[str]:
+    """Every problem with deploy.sh's settings, one line each (empty when they are all usable)."""
+    errors: list[str] = []
+    if not settings.get("PROJECT_ID"):
+        return ["PROJECT_ID is not set: export PROJECT_ID=<your Google Cloud project id> and run again"]
+
+    def check(name: str, pattern: str, rule: str) -> None:
+        if name in settings and not re.match(pattern, settings[name]):
+            errors.append(f"{name}={settings[name]!r} is not valid: it must be {rule}")
+
+    for name, (pattern, rule) in _PATTERNS.items():
+        check(name, pattern, rule)
+    for name in _TOPICS:
+        check(name, _TOPIC_PATTERN, "a Pub/Sub name: 3-255 letters, digits or ._~%+- starting with a letter")
+    for name in _ACCOUNTS:
+        check(name, _ACCOUNT_PATTERN, "a service account id: 6-30 lowercase letters, digits or '-'")
+    for name in _FUNCTIONS:
+        check(name, _FUNCTION_PATTERN, "a function name: lowercase letters, digits and '-'")
+    for name, (low, high) in _INTEGERS.items():
+        if name in settings:
+            value = settings[name]
+            if not re.fullmatch(r"[0-9]+", value) or not low <= int(value) <= high:
+                errors.append(f"{name}={value!r} is not valid: it must be a whole number from {low} to {high}")
+    for name in _NO_SEPARATORS:
+        if name in settings and (not settings[name] or re.search(r"[\s,]", settings[name])):
+            errors.append(f"{name}={settings[name]!r} is not valid: it must be non-empty, without spaces or commas")
+    if "MODEL_NAME" in settings:
+        from events.run_request import MODEL_NAME_PATTERN
+
+        check("MODEL_NAME", MODEL_NAME_PATTERN, "1-63 lowercase letters, digits and '-', starting with a letter")
+    errors.extend(_schedule_errors(settings))
+    return errors
+
+
+def _schedule_errors(settings: Mapping[str, str]) -> list[str]:
+    errors = []
+    if "SCHEDULE" in settings:
+        from croniter import croniter
+
+        schedule = settings["SCHEDULE"]
+        if len(schedule.split()) != 5 or not croniter.is_valid(schedule):
+            errors.append(f"SCHEDULE={schedule!r} is not a cron schedule of 5 fields (e.g. '0 3 * * 1')")
+    if "SCHEDULE_TZ" in settings:
+        try:
+            zoneinfo.ZoneInfo(settings["SCHEDULE_TZ"])
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            errors.append(f"SCHEDULE_TZ={settings['SCHEDULE_TZ']!r} is not a time zone name (e.g. Etc/UTC)")
+    if "SCHEDULE_REQUEST" in settings:
+        from events.run_request import InvalidRunRequest, parse_run_request
+
+        try:
+            parse_run_request(settings["SCHEDULE_REQUEST"])
+        except InvalidRunRequest as exc:
+            errors.append(f"SCHEDULE_REQUEST is not a run request the chain accepts: {exc}")
+    return errors
+
+
+def config_defaults() -> dict[str, str]:
+    """What deploy.sh takes from the functions' code: the defaults of functions.config.Config, and
+    TRIGGER_PREFIX, the prefix start_pipeline accepts trigger files under (not a setting: the
+    notification must send exactly what the function accepts)."""
+    from functions.config import Config
+    from functions.stages import TRIGGER_PREFIX
+
+    defaults = {f.name: f.default for f in fields(Config)}
+    return {
+        "TRIGGER_PREFIX": TRIGGER_PREFIX,
+        "START_TOPIC": defaults["start_topic"],
+        "JOB_EVENTS_TOPIC": defaults["job_events_topic"],
+        "DEAD_LETTER_TOPIC": defaults["dead_letter_topic"],
+        "MODEL_NAME": defaults["model_name"],
+        "ENDPOINT_ID": defaults["endpoint_id"],
+        "TRAFFIC_PERCENT": str(defaults["traffic_percent"]),
+        "TRAINING_IMAGE": defaults["training_image"],
+        "SERVING_IMAGE": defaults["serving_image"],
+        "SERVING_MACHINE_TYPE": defaults["serving_machine_type"],
+        "MAX_WORKERS": str(defaults["max_workers"]),
+    }
+
+
+def function_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """The MLRELAY_* environment of the deployed functions, written by Config itself.
+
+    Building a Config and asking it for its environment keeps the variable names in one place;
+    reading that environment back must give the same Config, or the functions would run with
+    settings other than the ones deployed.
+    """
+    from functions.config import Config
+
+    values: dict[str, Any] = {
+        "platform": "gcp",
+        "project": settings["PROJECT_ID"],
+        "region": settings["REGION"],
+        "bucket": settings["BUCKET"],
+        "start_topic": settings["START_TOPIC"],
+        "job_events_topic": settings["JOB_EVENTS_TOPIC"],
+        "dead_letter_topic": settings["DEAD_LETTER_TOPIC"],
+        "model_name": settings["MODEL_NAME"],
+        "endpoint_id": settings["ENDPOINT_ID"],
+        "traffic_percent": int(settings["TRAFFIC_PERCENT"]),
+        "default_source": "bigquery",
+        "dataflow_service_account": settings["DATAFLOW_SA"],
+        "training_service_account": settings["TRAINING_SA"],
+        "training_image": settings["TRAINING_IMAGE"],
+        "serving_image": settings["SERVING_IMAGE"],
+        "trainer_package": settings["TRAINER_PACKAGE"],
+        "flex_template": settings["FLEX_TEMPLATE"],
+        "max_workers": int(settings["MAX_WORKERS"]),
+        "serving_machine_type": settings["SERVING_MACHINE_TYPE"],
+    }
+    config = Config(**values)
+    env = config.to_env()
+    bad = [f"{key}={value!r}" for key, value in env.items() if re.search(r"[,\n]", value)]
+    if bad:
+        raise DeployError(f"these values cannot be passed with --set-env-vars (comma or newline): {', '.join(bad)}")
+    if Config.from_env(env) != config:
+        raise DeployError("functions.config.Config does not read back the environment it writes")
+    return env
+
+
+def env_vars_flag(env: Mapping[str, str]) -> str:
+    """KEY=VALUE pairs joined the way `gcloud functions deploy --set-env-vars` takes them."""
+    return ",".join(f"{key}={value}" for key, value in env.items())
+
+
+# --- staging ------------------------------------------------------------------------------------
+
+def stage_functions(dest: Path, repo_root: Path = REPO_ROOT) -> Path:
+    """Lay out the functions' source as Cloud Functions builds it: main.py at the root.
+
+    main.py re-exports the three entry points of functions.main; functions/ and events/ are copied
+    as they are; functions/requirements.txt becomes the root requirements.txt the build installs.
+    """
+    requirements = repo_root / "functions" / "requirements.txt"
+    if not requirements.is_file():
+        raise DeployError(f"{requirements} is missing: the functions' dependencies are listed there")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for package in FUNCTION_PACKAGES:
+        source = repo_root / package
+        if not (source / "__init__.py").is_file():
+            raise DeployError(f"{source} is not a Python package: the functions import it")
+        shutil.copytree(source, dest / package, ignore=_IGNORED, dirs_exist_ok=True)
+    shutil.copy2(repo_root / "deploy" / FUNCTIONS_ENTRY.name, dest / "main.py")
+    shutil.copy2(requirements, dest / "requirements.txt")
+    return dest
+
+
+def pinned_requirements(requirements_text: str, names: Iterable[str] = FLEX_PINNED) -> list[str]:
+    """The lines of a requirements file that pin ``names`` (extras kept), in the order of ``names``."""
+    pins: dict[str, str] = {}
+    for line in requirements_text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*==\s*\S+$", line)
+        if match:
+            pins[match.group(1).lower().replace("_", "-")] = line
+    missing = [name for name in names if name not in pins]
+    if missing:
+        raise DeployError(f"requirements.txt pins none of {', '.join(missing)} (the Flex Template image needs them)")
+    return [pins[name] for name in names]
+
+
+def stage_flex(dest: Path, repo_root: Path = REPO_ROOT) -> str:
+    """Lay out the Flex Template's build context and return its content hash (the image tag)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    template_dir = repo_root / "deploy" / FLEX_DIR.name
+    for name in ("Dockerfile", "main.py", "metadata.json"):
+        if not (template_dir / name).is_file():
+            raise DeployError(f"{template_dir / name} is missing")
+        shutil.copy2(template_dir / name, dest / name)
+    pipeline = repo_root / "beam_pipeline"
+    if not (pipeline / "setup.py").is_file():
+        raise DeployError(f"{pipeline / 'setup.py'} is missing: Dataflow workers install the pipeline from it")
+    shutil.copytree(pipeline, dest / "beam_pipeline", ignore=_IGNORED, dirs_exist_ok=True)
+    pins = pinned_requirements((repo_root / "requirements.txt").read_text())
+    (dest / "requirements.txt").write_text("\n".join(pins) + "\n")
+    return content_hash(dest)
+
+
+def content_hash(directory: Path, length: int = 16) -> str:
+    """A hash of every file's relative path and bytes: equal trees, equal hashes."""
+    digest = hashlib.sha256()
+    directory = Path(directory)
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:length]
+
+
+def build_sdist(dest: Path) -> Path:
+    from mlrelay.packaging import PackagingError, build_trainer_sdist
+
+    try:
+        return build_trainer_sdist(dest)
+    except PackagingError as exc:
+        raise DeployError(str(exc)) from None
+
+
+# --- reading gcloud's answers -------------------------------------------------------------------
+
+def matching_notifications(listing: Any, topic: str, prefix: str, bucket: str) -> list[str]:
+    """The notification configs of ``bucket`` that send objects under ``prefix`` to ``topic``.
+
+    ``listing`` is the answer of `gcloud storage buckets notifications list --format=json`; config
+    objects are found wherever they sit in it, so the check does not depend on how the listing
+    wraps them. ``topic`` is a topic id or projects/P/topics/T. Returns the configs' names in the
+    form `gcloud storage buckets notifications delete` takes.
+    """
+    wanted = topic.rsplit("/", 1)[-1]
+    found: list[str] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        elif isinstance(node, dict):
+            node_topic = node.get("topic")
+            if isinstance(node_topic, str) and "id" in node:
+                if node_topic.rsplit("/topics/", 1)[-1] == wanted and (node.get("object_name_prefix") or "") == prefix:
+                    found.append(f"projects/_/buckets/{bucket}/notificationConfigs/{node['id']}")
+                return
+            for value in node.values():
+                visit(value)
+
+    visit(listing)
+    return found
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def _settings(args: list[str]) -> dict[str, str]:
+    settings = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise DeployError(f"expected KEY=VALUE, got {arg!r}")
+        settings[key] = value
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, rest = args[0], args[1:]
+    try:
+        if command == "check-settings":
+            errors = settings_errors(_settings(rest))
+            for error in errors:
+                print(f"deploy.sh: {error}", file=sys.stderr)
+            return 1 if errors else 0
+        if command == "config-defaults":
+            for key, value in config_defaults().items():
+                print(f"{key}={value}")
+        elif command == "function-env":
+            print(env_vars_flag(function_env(_settings(rest))))
+        elif command == "stage-functions":
+            stage_functions(Path(rest[0]))
+        elif command == "stage-flex":
+            print(stage_flex(Path(rest[0])))
+        elif command == "build-sdist":
+            print(build_sdist(Path(rest[0])))
+        elif command == "notifications":
+            text = sys.stdin.read().strip()
+            for name in matching_notifications(json.loads(text) if text else [], rest[0], rest[1], rest[2]):
+                print(name)
+        else:
+            print(f"deploy_helpers: unknown command {command!r}\n{__doc__}", file=sys.stderr)
+            return 2
+    except (DeployError, IndexError, KeyError, json.JSONDecodeError) as exc:
+        detail = f"missing argument or setting {exc}" if isinstance(exc, (IndexError, KeyError)) else exc
+        print(f"deploy.sh: {command}: {detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
