@@ -287,9 +287,16 @@ def finish_training(config: Config, platform: Platform, terminal: JobTerminal, e
     started = time.monotonic()
     operation_holder: dict = {}
 
+    def upload():
+        try:
+            return platform.models.upload_version(model_name, artifact_uri, {"run_id": run_id})
+        except AlreadyExists:
+            # Another run created the model between our look and our upload: upload again, now as
+            # a new version of the model that exists.
+            return platform.models.upload_version(model_name, artifact_uri, {"run_id": run_id})
+
     def deploy() -> str:
-        version = platform.models.find_version(model_name, run_id) or platform.models.upload_version(
-            model_name, artifact_uri, {"run_id": run_id})
+        version = platform.models.find_version(model_name, run_id) or upload()
         op = platform.models.start_deploy(version, config.endpoint_id, config.traffic_percent, run_id)
         operation_holder.update(version=version.versioned_name, operation=op.name)
         platform.storage.write(f"deployments/{_operation_key(op.name)}.json",

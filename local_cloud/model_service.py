@@ -1313,6 +1313,9 @@ class ModelService:
 class _ModelServiceHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's default listen backlog is 5: a burst of 16 clients connecting at once had
+    # connections reset. Serving endpoints take far more.
+    request_queue_size = 128
 
     def __init__(self, address, handler, service: ModelService):
         if ":" in address[0]:

@@ -73,11 +73,16 @@ class FakeJobs:
 
 class FakeModels:
     def __init__(self):
+        self.model_created_concurrently = False
         self.uploads = []
         self.deploys = []
         self.operations: dict[str, DeployOperation] = {}
 
     def upload_version(self, model_name, artifact_uri, labels):
+        if self.model_created_concurrently:
+            # another run created the model after our look: this upload (as a new model) is refused
+            self.model_created_concurrently = False
+            raise AlreadyExists(f"model {model_name} already exists")
         self.uploads.append((model_name, artifact_uri, labels))
         return ModelVersion(f"projects/p/locations/r/models/{model_name}", str(len(self.uploads)))
 
@@ -324,3 +329,14 @@ def test_a_dead_marker_is_taken_over_after_its_lease(env, monkeypatch):
     assert (how, job) == ("launched", "job-1")
     platform.storage.write("runs/r/n", json.dumps({"owner": "alive", "claimed": time.time()}).encode())
     assert stages.launch_once(platform, "runs/r/n", lambda: None, lambda: "job-2") == ("in-flight", None)
+
+
+def test_a_model_created_by_another_run_meanwhile_is_uploaded_to_as_a_new_version(env):
+    config, platform = env
+    run, job_id = training_run(config, platform)
+    platform.jobs.finish(job_id, "JOB_STATE_SUCCEEDED")
+    platform.models.model_created_concurrently = True
+    outcome = stages.finish_training(config, platform, terminal(job_id), "e")
+    assert outcome.action == "launched"
+    assert len(platform.models.uploads) == 1 and len(platform.models.deploys) == 1
+    assert fold(ledger(platform, run)).state.value == "deploying"
