@@ -1,0 +1,148 @@
+"""``serve``: the local endpoint under load from a second process, against the model in-process.
+
+The model is the one the ``train`` benchmark exported in the same invocation, or else one the
+trainer makes quickly on a small sample. It is registered and deployed on a ModelService served
+on 127.0.0.1, as the chain deploys it; ``bench.serve_load`` then sends a bounded load (a count
+and a time limit per level) from its own process: one instance per request for latency, 100 per
+request for throughput, at 1, 4 and 16 concurrent clients. The baselines call the same
+SavedModel in this process: the model alone, and the service's predict without HTTP.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from bench.processes import python_command, run_checked
+from bench.report import format_table, latency_summary, per_second, ratio
+from bench.serve_load import INSTANCES
+from bench.settings import BenchSettings
+
+NAME = "serve"
+CLIENTS = (1, 4, 16)
+BATCH = 100
+ENDPOINT = "bench"
+TARGET_P99_MS = 10.0
+TARGET_INSTANCES_PER_S = 20_000
+
+
+def quick_model(work: Path) -> str:
+    """Train and export a model on a small sample in a few seconds; returns its directory."""
+    from bench.preprocess_baseline import preprocess
+    from natality_sample import PARQUET_FILE, write_sample
+
+    write_sample(work / "sample", rows=3000, seed=17)
+    preprocess(work / "sample" / PARQUET_FILE, work / "data")
+    run_checked(python_command("trainer.task", "--data-dir", str(work / "data"), "--job-dir", str(work / "job"),
+                               "--num-train-examples", "2000", "--num-evals", "1", "--batch-size", "200"),
+                timeout_s=600, what="training the model to serve")
+    return str(work / "job" / "model")
+
+
+def _timed_calls(call, count: int, max_seconds: float) -> tuple[list[float], float]:
+    call()  # the first call traces and warms; not measured
+    latencies = []
+    began = time.perf_counter()
+    for _ in range(count):
+        start = time.perf_counter()
+        call()
+        latencies.append((time.perf_counter() - start) * 1000)
+        if time.perf_counter() - began > max_seconds:
+            break
+    return latencies, time.perf_counter() - began
+
+
+def in_process_figures(call_single, call_batch, count: int, max_seconds: float) -> dict:
+    single, _ = _timed_calls(call_single, count, max_seconds)
+    batch, batch_s = _timed_calls(call_batch, max(1, count // 5), max_seconds)
+    return {"single": latency_summary(single),
+            "batch_instances_per_s": per_second(len(batch) * BATCH, batch_s)}
+
+
+def run(settings: BenchSettings) -> dict:
+    from local_cloud.model_service import ModelService, instances_to_columns, load_saved_model
+
+    work = settings.scratch(NAME)
+    model_dir = settings.artifacts.get("model_dir")
+    source = "exported by the train benchmark"
+    if not model_dir or not Path(model_dir).is_dir():
+        model_dir, source = quick_model(work), "trained quickly on 3,000 records"
+    service = ModelService(work / "state", resolve_artifact_path=lambda uri: uri)
+    try:
+        service.create_endpoint(ENDPOINT, ENDPOINT)
+        upload = service.upload_model({"modelId": "babyweight", "model": {
+            "displayName": "babyweight", "artifactUri": model_dir, "containerSpec": {"imageUri": "local"}}})
+        version = f"{upload['response']['model']}@{upload['response']['modelVersionId']}"
+        operation = service.deploy_model(ENDPOINT, {"deployedModel": {"model": version, "displayName": "bench"},
+                                                    "trafficSplit": {"0": 100}})
+        deployed = service.wait_operation(operation["name"], timeout=300)
+        if not deployed.get("done") or deployed.get("error"):
+            raise RuntimeError(f"the model did not deploy: {deployed.get('error') or 'timed out'}")
+
+        count, seconds = settings.pick((1000, 10.0), (50, 2.0))
+        model = load_saved_model(model_dir, lambda uri: uri)
+        one = instances_to_columns(INSTANCES[:1], model.input_specs)
+        hundred = instances_to_columns([INSTANCES[i % len(INSTANCES)] for i in range(BATCH)], model.input_specs)
+        model_call = in_process_figures(lambda: model.predict(one), lambda: model.predict(hundred), count, seconds)
+        body_one = {"instances": INSTANCES[:1]}
+        body_hundred = {"instances": [INSTANCES[i % len(INSTANCES)] for i in range(BATCH)]}
+        service_call = in_process_figures(lambda: service.predict(ENDPOINT, body_one),
+                                          lambda: service.predict(ENDPOINT, body_hundred), count, seconds)
+
+        _, port = service.serve("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}/v1/{service.parent}/endpoints/{ENDPOINT}"
+        requests, batch_requests, max_seconds = settings.pick((3000, 600, 10.0), (60, 20, 2.0))
+        load = run_checked(python_command("bench.serve_load", "--url", url, "--clients", ",".join(map(str, CLIENTS)),
+                                          "--instances", f"1,{BATCH}", "--requests", str(requests),
+                                          "--batch-requests", str(batch_requests), "--max-seconds", str(max_seconds)),
+                           timeout_s=len(CLIENTS) * 2 * (max_seconds + 90), what="the load client").json_line()
+    finally:
+        service.close()
+    levels = load["levels"]
+    single = {str(level["clients"]): level for level in levels if level["instances_per_request"] == 1}
+    batch = {str(level["clients"]): level for level in levels if level["instances_per_request"] == BATCH}
+    p99_at_16 = single[str(max(CLIENTS))]["p99_ms"]
+    best_batch = max((level["instances_per_s"] or 0) for level in batch.values())
+    failures = sum(level["failures"] for level in levels)
+    retries = sum(level["connection_retries"] for level in levels)
+    first_reset = next((level["first_connection_error"] for level in levels if level["first_connection_error"]), None)
+    return {
+        "model": source,
+        "http_single": single,
+        "http_batch": batch,
+        "in_process_model": model_call,
+        "in_process_service": service_call,
+        "failures": failures,
+        "connection_retries": retries,
+        "first_connection_error": first_reset,
+        "p99_ms_one_instance_16_clients": p99_at_16,
+        "instances_per_s_100_per_request": best_batch,
+        "http_over_model_p50": ratio(single["1"]["p50_ms"], model_call["single"]["p50_ms"], 2),
+        "target": f"p99 <= {TARGET_P99_MS} ms for one instance at 16 clients; "
+                  f">= {TARGET_INSTANCES_PER_S:,} instances/s with {BATCH} per request",
+        "target_met": {"p99": p99_at_16 is not None and p99_at_16 <= TARGET_P99_MS,
+                       "throughput": best_batch >= TARGET_INSTANCES_PER_S},
+    }
+
+
+def table(result: dict) -> str:
+    rows = []
+    for clients in map(str, CLIENTS):
+        s, b = result["http_single"][clients], result["http_batch"][clients]
+        rows.append([f"HTTP, {clients} client(s)", s["p50_ms"], s["p99_ms"], s["requests_per_s"], b["p50_ms"],
+                     b["instances_per_s"]])
+    for label, figures in (("in-process model call", result["in_process_model"]),
+                           ("in-process service.predict", result["in_process_service"])):
+        rows.append([label, figures["single"]["p50_ms"], figures["single"]["p99_ms"], None, None,
+                     figures["batch_instances_per_s"]])
+    met = result["target_met"]
+    return format_table(
+        f"serve: local endpoint on 127.0.0.1, load from a second process (model {result['model']})",
+        ["caller", "1/req p50 ms", "1/req p99 ms", "1/req req/s", f"{BATCH}/req p50 ms", f"{BATCH}/req inst/s"],
+        rows,
+        [f"targets: p99 at 16 clients {result['p99_ms_one_instance_16_clients']} ms <= {TARGET_P99_MS}: "
+         f"{'met' if met['p99'] else 'NOT met'}; {result['instances_per_s_100_per_request']:,.0f} instances/s "
+         f">= {TARGET_INSTANCES_PER_S:,}: {'met' if met['throughput'] else 'NOT met'}",
+         f"failed requests: {result['failures']}; connections retried: {result['connection_retries']}"
+         + (f" (first: {result['first_connection_error']})" if result["first_connection_error"] else "")],
+    )
