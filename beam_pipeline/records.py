@@ -49,6 +49,8 @@ OUTPUT_COLUMNS = (
 HASHMONTH = "hashmonth"
 KEY = "key"
 
+# The same labels as natality_sample.labels and trainer.schema: each deployable part (Dataflow
+# workers, the Vertex trainer) carries its own copy of the data contract rather than the others'.
 PLURALITY_LABELS = {
     1: "Single(1)",
     2: "Twins(2)",
