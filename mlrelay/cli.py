@@ -175,7 +175,12 @@ def _predict_vertex(endpoint: str, instances: list) -> dict:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import signal
+
     from mlrelay.demo import run_demo
+
+    # A SIGTERM ends the demo through its cleanup, which stops every process the local cloud started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     return run_demo(args.root, rows=args.rows, as_json=args.json)
 

@@ -38,3 +38,39 @@ def test_demo_runs_the_chain_to_deployed_and_reports_a_summary(tmp_path):
     state = elsewhere / "mlrelay-local"
     assert (state / "buckets" / "mlrelay" / "runs" / summary["run_id"] / "request.json").exists()
     assert not (state / "local-cloud.json").exists()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Processes whose command line or environment names `text` (Linux /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in blob:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_terminated_demo_stops_every_process_it_started(tmp_path):
+    import signal
+    import time
+
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "mlrelay.cli", "demo", "--rows", "2000"], cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    state = tmp_path / "mlrelay-local"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(state.glob("buckets/mlrelay/runs/*/events/*")):
+        time.sleep(0.2)
+    started = [pid for pid in _processes_mentioning(str(state)) if pid != demo.pid]
+    assert started, "the demo should be running its functions and jobs by now"
+    demo.send_signal(signal.SIGTERM)
+    assert demo.wait(timeout=60) != 0
+    time.sleep(1)
+    assert _processes_mentioning(str(state)) == []
