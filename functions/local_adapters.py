@@ -27,9 +27,15 @@ from functions.platform import (
     TransientError,
 )
 
-# Staged writes live here inside the bucket directory, so the final rename is a move within the
-# watched tree (the local cloud sees it as the object's finalize). It holds no objects.
-STAGING_DIR = ".mlrelay-staging"
+# A write is staged beside its object, under a hidden name with this suffix, and renamed into
+# place: a rename within one directory reaches the local cloud's watcher as one paired event at
+# once (a rename from another directory is held back while the watcher waits for its pair). Files
+# with this suffix are not objects.
+STAGING_SUFFIX = ".mlrelay-part"
+
+
+def is_staging_name(name: str) -> bool:
+    return name.endswith(STAGING_SUFFIX)
 
 
 class LocalStorage:
@@ -37,7 +43,7 @@ class LocalStorage:
         self.root = Path(bucket_dir)
 
     def _path(self, name: str) -> Path:
-        if not name or name.startswith("/") or ".." in Path(name).parts or name.startswith(STAGING_DIR):
+        if not name or name.startswith("/") or ".." in Path(name).parts or is_staging_name(name):
             raise ValueError(f"not an object name of this bucket: {name!r}")
         return self.root / name
 
@@ -57,14 +63,14 @@ class LocalStorage:
     def write(self, name: str, data: bytes, content_type: str = "application/json") -> None:
         final = self._path(name)
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._stage(data), final)
+        os.replace(self._stage(final, data), final)
 
     def create(self, name: str, data: bytes, content_type: str = "application/json") -> bool:
         """Create-only and atomic, as `if_generation_match=0` is: the content is staged, then
         hard-linked to its name, which fails if the name exists; no reader sees a partial object."""
         final = self._path(name)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._stage(data)
+        tmp = self._stage(final, data)
         try:
             os.link(tmp, final)
         except FileExistsError:
@@ -73,10 +79,9 @@ class LocalStorage:
             tmp.unlink()
         return True
 
-    def _stage(self, data: bytes) -> Path:
-        staging = self.root / STAGING_DIR
-        staging.mkdir(parents=True, exist_ok=True)
-        tmp = staging / f"{uuid.uuid4().hex}.part"
+    @staticmethod
+    def _stage(final: Path, data: bytes) -> Path:
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}{STAGING_SUFFIX}")
         with open(tmp, "wb") as handle:
             handle.write(data)
         return tmp
@@ -94,7 +99,7 @@ class LocalStorage:
             if not path.is_file():
                 continue
             name = path.relative_to(self.root).as_posix()
-            if name.startswith(prefix) and not name.startswith(STAGING_DIR):
+            if name.startswith(prefix) and not is_staging_name(name):
                 names.append(name)
         return sorted(names)
 

@@ -35,7 +35,7 @@ from watchdog.events import (
 from watchdog.observers.inotify import InotifyObserver
 
 from events.storage import storage_object_resource
-from functions.local_adapters import STAGING_DIR
+from functions.local_adapters import is_staging_name
 
 log = logging.getLogger(__name__)
 # watchdog re-adds a watch for a directory it saw created twice (its own event and its recursive scan
@@ -60,7 +60,7 @@ def object_name(bucket_dir: Path, path: Path) -> str | None:
         rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(bucket_dir))
     except ValueError:
         return None
-    if not rel.parts or rel.parts[0] == STAGING_DIR:
+    if not rel.parts or is_staging_name(rel.name):
         return None
     return rel.as_posix()
 
@@ -139,7 +139,7 @@ class BucketWatcher(FileSystemEventHandler):
         self._observer: InotifyObserver | None = None
 
     def start(self) -> None:
-        (self.bucket_dir / STAGING_DIR).mkdir(parents=True, exist_ok=True)
+        self.bucket_dir.mkdir(parents=True, exist_ok=True)
         self._observer = InotifyObserver()
         self._observer.schedule(self, str(self.bucket_dir), recursive=True)
         self._observer.start()

@@ -84,7 +84,7 @@ def test_a_staged_write_is_one_finalize_of_the_final_name(watched):
     assert got.wait_for(lambda items: "triggers/t.json" in names(items))
     time.sleep(0.3)
     assert names(got.items).count("triggers/t.json") == 1
-    assert not [n for n in names(got.items) if ".mlrelay-staging" in n]
+    assert not [n for n in names(got.items) if n.endswith(".mlrelay-part")]
 
 
 def test_a_create_only_write_is_finalized_once_and_a_second_create_loses(watched):
@@ -110,7 +110,7 @@ def test_files_written_into_a_brand_new_directory_tree_are_not_missed(watched):
 def test_object_names_refuse_paths_outside_the_bucket(tmp_path):
     assert object_name(tmp_path, tmp_path / "a" / "b") == "a/b"
     assert object_name(tmp_path, tmp_path.parent / "x") is None
-    assert object_name(tmp_path, tmp_path / ".mlrelay-staging" / "x") is None
+    assert object_name(tmp_path, tmp_path / "runs" / ".x.json.0f.mlrelay-part") is None
 
 
 def test_the_scheduler_publishes_at_each_due_minute_and_not_before():
