@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -77,17 +78,20 @@ def _failure_message(error: BaseException) -> tuple[str, bool]:
     return (lines[-1] if lines else type(error).__name__), False
 
 
-def run_pipeline(config: options.PreprocessConfig) -> dict | None:
+def run_pipeline(config: options.PreprocessConfig, *, extra_flags: Sequence[str] = (),
+                 beam_options: dict | None = None) -> dict | None:
     """Run preprocessing as ``config`` says; return the manifest it wrote.
 
     Returns None when the job was submitted without waiting (``config.waits`` False, the
     default for Dataflow). Raises ``records.InputError`` / ``options.ConfigError`` for bad
     input or settings (before anything is written) and :class:`PreprocessFailed` when the
-    job fails.
+    job fails. A Flex Template launcher passes its own pipeline options as ``extra_flags`` and
+    the job's options, merged with them, as ``beam_options``.
     """
     options.validate(config)
     plan = plan_source(config.source)
-    beam_options = options.beam_options(config, plan.estimated_rows, os.cpu_count() or 1)
+    if beam_options is None:
+        beam_options = options.beam_options(config, plan.estimated_rows, os.cpu_count() or 1)
     out_dir = options.absolute_local_path(config.out)
     manifest_fields = {
         "run_id": config.run_id,
@@ -97,7 +101,7 @@ def run_pipeline(config: options.PreprocessConfig) -> dict | None:
     }
     if manifest.remove_stale_manifest(out_dir):
         _LOG.warning("removed the manifest of an earlier run in %s", out_dir)
-    pipeline = beam.Pipeline(options=PipelineOptions(flags=[], **beam_options))
+    pipeline = beam.Pipeline(options=PipelineOptions(flags=list(extra_flags), **beam_options))
     build_pipeline(
         pipeline,
         plan.spec,

@@ -137,8 +137,7 @@ def _sleep_unless(stop: threading.Event, seconds: float) -> None:
 def event_driven_run(cloud, index: int, stop: threading.Event | None = None) -> dict:
     """Upload a trigger file, wait for its run to end; its hand-offs in ms (or its failure)."""
     from functions.local_adapters import LocalStorage
-    from mlrelay.demo import handoff_latencies, state_times
-    from mlrelay.runs import ledger_events
+    from mlrelay.demo import deploy_operation, handoff_latencies, run_records, state_times
 
     storage = LocalStorage(cloud.bucket_dir)
     name = f"triggers/bench-{index:03d}-{uuid.uuid4().hex[:8]}.json"
@@ -148,15 +147,10 @@ def event_driven_run(cloud, index: int, stop: threading.Event | None = None) -> 
     if status is None or status.state.value != "deployed":
         return {"failed": f"{name}: {status.state.value if status else 'timed out'} "
                           f"({status.reason if status else ''})"}
-    records = state_times(storage, status.run_id)
-    handoffs = handoff_latencies(cloud.root, cloud.bucket_dir, status, records, cloud.bucket_dir / name)
-    # handoff_latencies takes the first deploy audit entry after the run's deploy began, which with
-    # several runs in flight can be another run's: match the run's own operation instead.
-    events = ledger_events(storage, status.run_id).get(status.run_id, [])
-    operation = next((e.details.get("operation") for e in events if e.state.value == "deploying"), None)
-    ended = terminal_times(cloud.root / "logs" / "entries.jsonl")
-    deploy_end = ended.get((deploy_kind(), operation.rsplit("/", 1)[-1])) if operation else None
-    handoffs["deploy_to_deployed"] = milliseconds(deploy_end, records.get("deployed"))
+    events = run_records(storage, status.run_id)
+    records = state_times(events)
+    operation = deploy_operation(events)
+    handoffs = handoff_latencies(cloud.root, cloud.bucket_dir, status, events, cloud.bucket_dir / name)
     events_of = {
         "trigger_to_preprocess": ("start", name),
         "manifest_to_training": ("storage", f"runs/{status.run_id}/preprocess/_MANIFEST.json"),

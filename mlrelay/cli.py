@@ -212,7 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the Beam preprocessing pipeline (options as python -m beam_pipeline.run)",
         add_help=False,
     )
-    preprocess.add_argument("rest", nargs=argparse.REMAINDER)
     preprocess.set_defaults(func=_cmd_preprocess)
 
     train = commands.add_parser(
@@ -220,7 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="train and export the wide & deep model (options as python -m trainer.task)",
         add_help=False,
     )
-    train.add_argument("rest", nargs=argparse.REMAINDER)
     train.set_defaults(func=_cmd_train)
 
     def with_root(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -276,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if argv and argv[0] in PASS_THROUGH:
-        # argparse's REMAINDER drops options that look like its own (--source, --help) after a
-        # subcommand, so hand everything after the subcommand over untouched.
+        # Everything after the subcommand goes to that parser untouched (argparse would take
+        # options such as --source or --help for its own).
         args = parser.parse_args(argv[:1])
         args.rest = argv[1:]
     else:

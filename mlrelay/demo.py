@@ -17,11 +17,11 @@ from pathlib import Path
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 
-from events.ledger import RunStatus
+from events.ledger import LedgerEvent, RunStatus
 from events.log_entries import JobKind, classify
 from events.timestamps import parse_rfc3339
 from functions.local_adapters import LocalStorage
-from mlrelay.runs import run_statuses
+from mlrelay.runs import ledger_events, run_statuses
 
 SAMPLE_INSTANCES = [
     {"is_male": "True", "mother_age": 26.0, "plurality": "Single(1)", "gestation_weeks": 39.0},
@@ -107,9 +107,29 @@ def _mtime(path: Path) -> datetime | None:
         return None
 
 
-def handoff_latencies(root: Path, bucket_dir: Path, status: RunStatus, records: dict[str, datetime],
+def run_records(storage: LocalStorage, run_id: str) -> list[LedgerEvent]:
+    """A run's ledger records in time order."""
+    return sorted(ledger_events(storage, run_id).get(run_id, []), key=lambda event: event.time)
+
+
+def state_times(events: list[LedgerEvent]) -> dict[str, datetime]:
+    """The first ledger record of each state."""
+    firsts: dict[str, datetime] = {}
+    for event in sorted(events, key=lambda e: e.time):
+        firsts.setdefault(event.state.value, event.time)
+    return firsts
+
+
+def deploy_operation(events: list[LedgerEvent]) -> str | None:
+    """The deploy operation the run started (its "deploying" record names it)."""
+    return next((e.details.get("operation") for e in events if e.state.value == "deploying"), None)
+
+
+def handoff_latencies(root: Path, bucket_dir: Path, status: RunStatus, events: list[LedgerEvent],
                       trigger_path: Path) -> dict[str, float | None]:
     """Milliseconds from each event's cause existing to the next stage having launched its work."""
+    records = state_times(events)
+    operation = deploy_operation(events)
     entries = []
     log_file = root / "logs" / "entries.jsonl"
     if log_file.exists():
@@ -122,9 +142,9 @@ def handoff_latencies(root: Path, bucket_dir: Path, status: RunStatus, records: 
             continue
         if terminal.kind == JobKind.VERTEX_CUSTOM_JOB and terminal.job_id == train_job:
             train_end = parse_rfc3339(terminal.timestamp)
-        elif terminal.kind == JobKind.VERTEX_DEPLOY_MODEL and records.get("deploying") and \
-                parse_rfc3339(terminal.timestamp) >= records["deploying"]:
-            deploy_end = deploy_end or parse_rfc3339(terminal.timestamp)
+        elif (terminal.kind == JobKind.VERTEX_DEPLOY_MODEL and operation
+              and terminal.job_id.rsplit("/", 1)[-1] == operation.rsplit("/", 1)[-1]):
+            deploy_end = parse_rfc3339(terminal.timestamp)  # this run's own deploy, not another's
     causes = {
         "trigger_to_preprocess": (_mtime(trigger_path), records.get("preprocessing")),
         "manifest_to_training": (_mtime(bucket_dir / f"runs/{status.run_id}/preprocess/_MANIFEST.json"),
@@ -134,16 +154,6 @@ def handoff_latencies(root: Path, bucket_dir: Path, status: RunStatus, records: 
     }
     return {name: (round((after - before).total_seconds() * 1000, 1) if before and after else None)
             for name, (before, after) in causes.items()}
-
-
-def state_times(storage: LocalStorage, run_id: str) -> dict[str, datetime]:
-    """The first ledger record of each state."""
-    from mlrelay.runs import ledger_events
-
-    firsts: dict[str, datetime] = {}
-    for event in sorted(ledger_events(storage, run_id).get(run_id, []), key=lambda e: e.time):
-        firsts.setdefault(event.state.value, event.time)
-    return firsts
 
 
 def run_demo(root: Path, rows: int, as_json: bool, timeout_s: float = 900.0, request: dict | None = None) -> int:
@@ -205,13 +215,11 @@ def summarize(cloud, storage: LocalStorage, bucket_dir: Path, status: RunStatus 
                 "eval_rmse": None, "bayes_floor": None, "model_version": None,
                 "endpoint": cloud.endpoint_url, "predictions": []}
     run_id = status.run_id
-    records = state_times(storage, run_id)
+    events = run_records(storage, run_id)
     manifest = _read_json(storage, f"runs/{run_id}/preprocess/_MANIFEST.json")
     metrics = _read_json(storage, f"runs/{run_id}/train/metrics.json")
     model_version = None
-    from mlrelay.runs import ledger_events
-
-    for event in ledger_events(storage, run_id).get(run_id, []):
+    for event in events:
         model_version = event.details.get("model_version", model_version)
     predictions: dict = {}
     if status.state.value == "deployed":
@@ -221,7 +229,7 @@ def summarize(cloud, storage: LocalStorage, bucket_dir: Path, status: RunStatus 
         "state": status.state.value,
         "reason": status.reason,
         "stages": {name: {"start": t.start, "end": t.end, "seconds": t.seconds} for name, t in status.stages.items()},
-        "handoffs_ms": handoff_latencies(cloud.root, bucket_dir, status, records, bucket_dir / trigger_name),
+        "handoffs_ms": handoff_latencies(cloud.root, bucket_dir, status, events, bucket_dir / trigger_name),
         "rows": {
             "sample": rows,
             "input_read": (manifest.get("input") or {}).get("rows_read"),

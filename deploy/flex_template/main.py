@@ -18,12 +18,10 @@ import logging
 import sys
 from typing import Any
 
-import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, WorkerOptions
 
-from beam_pipeline import manifest, options, records
-from beam_pipeline.pipeline import build_pipeline
-from beam_pipeline.run import plan_source
+from beam_pipeline import options, records
+from beam_pipeline.run import run_pipeline
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,25 +99,7 @@ def pipeline_options(config: options.PreprocessConfig, launcher_flags: list[str]
 
 def launch(config: options.PreprocessConfig, launcher_flags: list[str]) -> None:
     """Check the source, build the pipeline and submit it (the launcher waits for nothing more)."""
-    beam_options = pipeline_options(config, launcher_flags)
-    plan = plan_source(config.source)
-    manifest.remove_stale_manifest(config.out)
-    pipeline = beam.Pipeline(options=PipelineOptions(flags=launcher_flags, **beam_options))
-    build_pipeline(
-        pipeline,
-        plan.spec,
-        config.out,
-        limit=config.limit,
-        num_shards=config.num_shards,
-        batch_rows=config.batch_rows,
-        manifest_fields={
-            "run_id": config.run_id,
-            "source": plan.spec.manifest_entry(plan.sample),
-            "limit": config.limit,
-            "options": beam_options,
-        },
-    )
-    pipeline.run()
+    run_pipeline(config, extra_flags=launcher_flags, beam_options=pipeline_options(config, launcher_flags))
 
 
 def main(argv: list[str] | None = None) -> int:
