@@ -13,6 +13,20 @@ from typing import Mapping
 PLATFORMS = ("local", "gcp")
 
 
+# Each setting's environment variable, MLRELAY_<NAME>: the one table from_env and to_env read.
+ENV_NAMES = {
+    "platform": "PLATFORM", "project": "PROJECT", "region": "REGION", "bucket": "BUCKET",
+    "start_topic": "START_TOPIC", "job_events_topic": "JOB_EVENTS_TOPIC",
+    "dead_letter_topic": "DEAD_LETTER_TOPIC", "model_name": "MODEL_NAME", "endpoint_id": "ENDPOINT_ID",
+    "traffic_percent": "TRAFFIC_PERCENT", "default_source": "DEFAULT_SOURCE",
+    "local_root": "LOCAL_ROOT", "local_api": "LOCAL_API", "local_models_api": "LOCAL_MODELS_API",
+    "dataflow_service_account": "DATAFLOW_SA", "training_service_account": "TRAINING_SA",
+    "training_image": "TRAINING_IMAGE", "serving_image": "SERVING_IMAGE",
+    "trainer_package": "TRAINER_PACKAGE", "flex_template": "FLEX_TEMPLATE",
+    "max_workers": "MAX_WORKERS", "serving_machine_type": "SERVING_MACHINE_TYPE",
+}
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed: the function cannot run until it is fixed."""
 
@@ -64,44 +78,23 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
         env = os.environ if env is None else env
-
-        def get(name: str, default: str) -> str:
-            return env.get(f"MLRELAY_{name}", default)
-
-        platform = get("PLATFORM", cls.platform)
+        values: dict = {field: env[f"MLRELAY_{name}"] for field, name in ENV_NAMES.items()
+                        if f"MLRELAY_{name}" in env}
+        platform = values.setdefault("platform", cls.platform)
         if platform not in PLATFORMS:
             raise ConfigError(f"MLRELAY_PLATFORM must be one of {PLATFORMS}, not {platform!r}")
+        if "project" not in values and "GOOGLE_CLOUD_PROJECT" in env:
+            values["project"] = env["GOOGLE_CLOUD_PROJECT"]
+        values.setdefault("default_source", "bigquery" if platform == "gcp" else cls.default_source)
         try:
-            traffic = int(get("TRAFFIC_PERCENT", str(cls.traffic_percent)))
-            max_workers = int(get("MAX_WORKERS", str(cls.max_workers)))
+            for field in ("traffic_percent", "max_workers"):
+                if field in values:
+                    values[field] = int(values[field])
         except ValueError as exc:
             raise ConfigError(f"a numeric MLRELAY_ setting is not a number: {exc}") from None
-        if not 1 <= traffic <= 100:
-            raise ConfigError(f"MLRELAY_TRAFFIC_PERCENT must be 1..100, not {traffic}")
-        cfg = cls(
-            platform=platform,
-            project=get("PROJECT", env.get("GOOGLE_CLOUD_PROJECT", cls.project)),
-            region=get("REGION", cls.region),
-            bucket=get("BUCKET", cls.bucket),
-            start_topic=get("START_TOPIC", cls.start_topic),
-            job_events_topic=get("JOB_EVENTS_TOPIC", cls.job_events_topic),
-            dead_letter_topic=get("DEAD_LETTER_TOPIC", cls.dead_letter_topic),
-            model_name=get("MODEL_NAME", cls.model_name),
-            endpoint_id=get("ENDPOINT_ID", cls.endpoint_id),
-            traffic_percent=traffic,
-            default_source=get("DEFAULT_SOURCE", "bigquery" if platform == "gcp" else cls.default_source),
-            local_root=get("LOCAL_ROOT", ""),
-            local_api=get("LOCAL_API", ""),
-            local_models_api=get("LOCAL_MODELS_API", ""),
-            dataflow_service_account=get("DATAFLOW_SA", ""),
-            training_service_account=get("TRAINING_SA", ""),
-            training_image=get("TRAINING_IMAGE", cls.training_image),
-            serving_image=get("SERVING_IMAGE", cls.serving_image),
-            trainer_package=get("TRAINER_PACKAGE", ""),
-            flex_template=get("FLEX_TEMPLATE", ""),
-            max_workers=max_workers,
-            serving_machine_type=get("SERVING_MACHINE_TYPE", cls.serving_machine_type),
-        )
+        cfg = cls(**values)
+        if not 1 <= cfg.traffic_percent <= 100:
+            raise ConfigError(f"MLRELAY_TRAFFIC_PERCENT must be 1..100, not {cfg.traffic_percent}")
         if platform == "local" and not (cfg.local_root and cfg.local_api and cfg.local_models_api):
             raise ConfigError("local platform needs MLRELAY_LOCAL_ROOT, MLRELAY_LOCAL_API and "
                               "MLRELAY_LOCAL_MODELS_API (set by `mlrelay up`)")
@@ -109,17 +102,5 @@ class Config:
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces this configuration (for child processes and deploy.sh)."""
-        names = {
-            "PLATFORM": self.platform, "PROJECT": self.project, "REGION": self.region,
-            "BUCKET": self.bucket, "START_TOPIC": self.start_topic,
-            "JOB_EVENTS_TOPIC": self.job_events_topic, "DEAD_LETTER_TOPIC": self.dead_letter_topic,
-            "MODEL_NAME": self.model_name, "ENDPOINT_ID": self.endpoint_id,
-            "TRAFFIC_PERCENT": str(self.traffic_percent), "DEFAULT_SOURCE": self.default_source,
-            "LOCAL_ROOT": self.local_root, "LOCAL_API": self.local_api,
-            "LOCAL_MODELS_API": self.local_models_api,
-            "DATAFLOW_SA": self.dataflow_service_account, "TRAINING_SA": self.training_service_account,
-            "TRAINING_IMAGE": self.training_image, "SERVING_IMAGE": self.serving_image,
-            "TRAINER_PACKAGE": self.trainer_package, "FLEX_TEMPLATE": self.flex_template,
-            "MAX_WORKERS": str(self.max_workers), "SERVING_MACHINE_TYPE": self.serving_machine_type,
-        }
-        return {f"MLRELAY_{k}": v for k, v in names.items() if v != ""}
+        values = {name: str(getattr(self, field)) for field, name in ENV_NAMES.items()}
+        return {f"MLRELAY_{name}": value for name, value in values.items() if value != ""}
