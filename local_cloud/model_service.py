@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import math
@@ -38,17 +39,19 @@ import re
 import tempfile
 import threading
 import time
+import weakref
 from bisect import bisect_right
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Sequence
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping, Sequence
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from local_cloud.model_service_http import ModelServiceServer
 
 log = logging.getLogger(__name__)
 
@@ -532,6 +535,14 @@ def predictions_from_outputs(outputs: Mapping[str, np.ndarray]) -> list:
     return [{name: values[i] for name, values in columns.items()} for i in range(batch)]
 
 
+def check_prediction_count(predictions: Any, instances: int) -> list:
+    """The predictions, if there is one per instance; a model that answers otherwise is refused."""
+    if not isinstance(predictions, list) or len(predictions) != instances:
+        count = len(predictions) if isinstance(predictions, list) else type(predictions).__name__
+        raise ApiError("FAILED_PRECONDITION", f"the model answered {count} predictions for {instances} instances")
+    return predictions
+
+
 # ---------------------------------------------------------------------------------------------
 # Loaded models.
 # ---------------------------------------------------------------------------------------------
@@ -544,138 +555,95 @@ def local_artifact_path(artifact_uri: str) -> str:
     return artifact_uri
 
 
-class _BatchJob:
-    __slots__ = ("columns", "size", "ready", "finished", "outputs", "error")
+class LoadedModel:
+    """A SavedModel's ``serving_default`` signature, ready to predict.
 
-    def __init__(self, columns: Mapping[str, np.ndarray]):
-        self.columns = columns
-        self.size = len(next(iter(columns.values()))) if columns else 0
-        self.ready = threading.Event()
-        self.finished = False
-        self.outputs: dict[str, np.ndarray] | None = None
-        self.error: BaseException | None = None
-
-
-class BatchingRunner:
-    """Runs predictions that arrive together as one batch, as TensorFlow Serving's batching does.
-
-    A SavedModel call costs about the same for one row as for a hundred, so requests that arrive
-    while the model is busy wait and then go in together. The first caller runs at once, so a
-    lone request waits for nothing; when a batch ends, the oldest waiting caller runs the next
-    one with everything that queued up meanwhile. A batch the model refuses is retried request
-    by request, so one bad request cannot fail the others.
+    Loaded the way TensorFlow Serving (Vertex AI's prebuilt prediction container) loads it: the
+    MetaGraph tagged "serve" in a Session, run through its SignatureDef. A prediction is one
+    Session call that holds the interpreter lock only to hand over the arrays, so the HTTP front
+    keeps reading requests while the model runs; the eager ``tf.saved_model.load`` signature
+    spends about 0.3 ms of Python per call holding the lock, and 0.85 ms per call in all.
     """
 
-    def __init__(self, run_batch: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], max_batch_instances: int):
-        self._run_batch = run_batch
-        self._max_batch_instances = max_batch_instances
-        self._lock = threading.Lock()
-        self._queue: deque[_BatchJob] = deque()
-        self._busy = False
-
-    def waiting(self) -> int:
-        """How many requests are queued behind the batch now running."""
-        with self._lock:
-            return len(self._queue)
-
-    def run(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        job = _BatchJob(columns)
-        with self._lock:
-            self._queue.append(job)
-            lead = not self._busy
-            self._busy = True
-        if not lead:
-            job.ready.wait()
-        if not job.finished:
-            self._run_next_batch()
-        if job.error is not None:
-            raise job.error
-        if job.outputs is None:
-            raise ApiError("INTERNAL", "the prediction batch ended without an answer for this request")
-        return job.outputs
-
-    def _run_next_batch(self) -> None:
-        with self._lock:
-            batch = [self._queue.popleft()]
-            total = batch[0].size
-            while self._queue and total + self._queue[0].size <= self._max_batch_instances:
-                batch.append(self._queue.popleft())
-                total += batch[-1].size
-        try:
-            self._execute(batch)
-        finally:
-            for job in batch:
-                job.finished = True
-                job.ready.set()
-            with self._lock:
-                if self._queue:
-                    self._queue[0].ready.set()  # the oldest waiting request runs the next batch
-                else:
-                    self._busy = False
-
-    def _execute(self, batch: list[_BatchJob]) -> None:
-        if len(batch) > 1:
-            names = batch[0].columns.keys()
-            try:
-                joined = {name: np.concatenate([job.columns[name] for job in batch]) for name in names}
-                outputs = self._run_batch(joined)
-            except Exception:  # retried request by request below, so each gets its own answer
-                outputs = None
-            total = sum(job.size for job in batch)
-            if outputs is not None and all(np.ndim(a) > 0 and len(a) == total for a in outputs.values()):
-                start = 0
-                for job in batch:
-                    job.outputs = {name: array[start : start + job.size] for name, array in outputs.items()}
-                    start += job.size
-                return
-        for job in batch:
-            try:
-                job.outputs = self._run_batch(dict(job.columns))
-            except Exception as exc:  # handed to the request it belongs to
-                job.error = exc
-
-
-class LoadedModel:
-    """A SavedModel's ``serving_default`` signature, ready to predict."""
-
-    def __init__(self, artifact_uri: str, path: str, max_batch_instances: int = DEFAULT_MAX_BATCH_INSTANCES):
+    def __init__(self, artifact_uri: str, path: str):
         import tensorflow as tf  # imported here so that starting the service stays fast
 
-        self._tf = tf
         if not os.path.isdir(path) and "://" not in path:
             raise FileNotFoundError(f"no SavedModel directory at {path} (artifactUri {artifact_uri})")
-        self._saved_model = tf.saved_model.load(path)
-        signatures = self._saved_model.signatures
-        if SERVING_SIGNATURE not in signatures:
-            raise ValueError(
-                f"the SavedModel at {artifact_uri} has no {SERVING_SIGNATURE!r} signature "
-                f"(it has {sorted(signatures.keys())})"
+        graph = tf.Graph()
+        session = tf.compat.v1.Session(graph=graph)
+        try:
+            with graph.as_default(), _tensorflow_log_level(logging.ERROR):  # the v1 loader's deprecation notice
+                meta_graph = tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], path)
+            signatures = meta_graph.signature_def
+            if SERVING_SIGNATURE not in signatures:
+                raise ValueError(
+                    f"the SavedModel at {artifact_uri} has no {SERVING_SIGNATURE!r} signature "
+                    f"(it has {sorted(signatures.keys())})"
+                )
+            signature = signatures[SERVING_SIGNATURE]
+            self.input_specs = tuple(
+                _input_spec(name, tensor_info, tf) for name, tensor_info in sorted(signature.inputs.items())
             )
-        self._signature = signatures[SERVING_SIGNATURE]
-        _, keyword_specs = self._signature.structured_input_signature
-        self.input_specs = tuple(
-            InputSpec(
-                name=name,
-                dtype=spec.dtype.name,
-                shape=None if spec.shape.rank is None else tuple(spec.shape.as_list()),
+            self._output_names = tuple(sorted(signature.outputs))
+            self._run = _session_callable(
+                session,
+                feeds=[signature.inputs[spec.name].name for spec in self.input_specs],
+                fetches=[signature.outputs[name].name for name in self._output_names],
             )
-            for name, spec in sorted(keyword_specs.items())
-        )
-        self._tf_dtypes = {name: spec.dtype for name, spec in keyword_specs.items()}
-        self._batcher = BatchingRunner(self._call_signature, max_batch_instances)
+        except BaseException:
+            session.close()
+            raise
+        self._refusals = (tf.errors.InvalidArgumentError, ValueError, TypeError)
+        weakref.finalize(self, session.close)
+
+    def predict_instances(self, instances: Any) -> list:
+        """Predictions in TensorFlow Serving's row format for row-format instances (thread-safe)."""
+        columns = instances_to_columns(instances, self.input_specs)
+        return check_prediction_count(predictions_from_outputs(self.predict(columns)), len(instances))
 
     def predict(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Outputs for one request's inputs, batched with requests that arrive at the same time."""
-        return self._batcher.run(columns)
-
-    def _call_signature(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tf = self._tf
-        tensors = {name: tf.constant(array, dtype=self._tf_dtypes[name]) for name, array in columns.items()}
+        """The signature's outputs for a batch of inputs (thread-safe)."""
         try:
-            outputs = self._signature(**tensors)
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            values = self._run(*(columns[spec.name] for spec in self.input_specs))
+        except self._refusals as exc:
             raise invalid(f"the model refused the instances: {getattr(exc, 'message', exc)}") from None
-        return {name: tensor.numpy() for name, tensor in outputs.items()}
+        return dict(zip(self._output_names, values))
+
+
+def _session_callable(session: Any, feeds: list[str], fetches: list[str]) -> Callable[..., list[np.ndarray]]:
+    """A function running the Session from ``feeds`` (arrays, in order) to ``fetches``.
+
+    ``Session._make_callable_from_options`` prepares the pruned graph once and runs it straight
+    from the arrays (0.18 ms for this model against 0.60 ms through ``make_callable``, which
+    goes through ``Session.run`` and its feed and fetch handling on every call). It is the
+    call Keras' graph-mode backend made for years, but private, so the public path stays as a
+    fallback.
+    """
+    from tensorflow.core.protobuf import config_pb2
+
+    prepare = getattr(session, "_make_callable_from_options", None)
+    if prepare is None:
+        return session.make_callable(fetches, feeds)
+    return prepare(config_pb2.CallableOptions(feed=feeds, fetch=fetches))
+
+
+def _input_spec(name: str, tensor_info: Any, tf: Any) -> InputSpec:
+    """A SignatureDef input (a TensorInfo proto) as an InputSpec."""
+    shape = tensor_info.tensor_shape
+    dims = None if shape.unknown_rank else tuple(d.size if d.size >= 0 else None for d in shape.dim)
+    return InputSpec(name=name, dtype=tf.dtypes.as_dtype(tensor_info.dtype).name, shape=dims)
+
+
+@contextlib.contextmanager
+def _tensorflow_log_level(level: int):
+    logger = logging.getLogger("tensorflow")
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def load_saved_model(artifact_uri: str, resolve_path: Callable[[str], str]) -> LoadedModel:
@@ -690,6 +658,11 @@ class _Servable:
         self._loader = loader
         self._model = model
         self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The model if it is loaded already, without loading it."""
+        return self._model
 
     def get(self, deployed_model_id: str) -> LoadedModel:
         model = self._model
@@ -792,8 +765,9 @@ class ModelService:
         self._resolve_artifact_path = resolve_artifact_path
         self._lock = threading.RLock()
         self._operation_finished = threading.Condition(self._lock)
+        self._closing = False
         self._deployer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-deploy")
-        self._servers: list[ThreadingHTTPServer] = []
+        self._servers: list[ModelServiceServer] = []
         self._servables: dict[str, _Servable] = {}
         self._routing: dict[str, _RoutingTable] = {}
         self._state = self._read_state()
@@ -913,7 +887,10 @@ class ModelService:
             return json.loads(json.dumps(operation))
 
     def wait_operation(self, name: str, timeout: float = 60.0) -> dict:
-        """POST .../operations/{id}:wait: the Operation once done, or as it is when time runs out."""
+        """POST .../operations/{id}:wait: the Operation once done, or as it is when time runs out.
+
+        A service that is closing answers at once with the Operation as it is.
+        """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
             operation_id = self._operation_id(name)
@@ -922,7 +899,7 @@ class ModelService:
                 if operation is None:
                     raise ApiError("NOT_FOUND", f"operation {name} does not exist")
                 remaining = deadline - time.monotonic()
-                if operation["done"] or remaining <= 0:
+                if operation["done"] or remaining <= 0 or self._closing:
                     return json.loads(json.dumps(operation))
                 self._operation_finished.wait(remaining)
 
@@ -1250,7 +1227,17 @@ class ModelService:
     # -- predict ----------------------------------------------------------------------------
 
     def predict(self, endpoint_id: str, request: Any) -> dict:
-        """POST endpoints/{endpoint}:predict: route by the traffic split, answer in Vertex's JSON."""
+        """POST endpoints/{endpoint}:predict: route by the traffic split, answer in Vertex's JSON.
+
+        This is the call without HTTP; the HTTP front takes the same steps and makes one model
+        call of the requests that arrive together.
+        """
+        route = self.predict_route(endpoint_id, request)
+        model = route.servable.get(route.deployed_model_id)
+        return self.predict_answer(route, model.predict_instances(request["instances"]))
+
+    def predict_route(self, endpoint_id: str, request: Any) -> _Route:
+        """The deployed model a predict request goes to, once the request's shape is checked."""
         table = self._routing.get(endpoint_id)
         if table is None:
             raise ApiError("NOT_FOUND", f"endpoint {self.endpoint_name(endpoint_id)} does not exist")
@@ -1267,11 +1254,13 @@ class ModelService:
                 f"endpoint {self.endpoint_name(endpoint_id)} has no deployed model receiving traffic; "
                 "deploy a model with a trafficSplit first",
             )
-        route = table.routes[choose_deployed_model(table.traffic_split, self._rng.random())]
-        model = route.servable.get(route.deployed_model_id)
-        outputs = model.predict(instances_to_columns(instances, model.input_specs))
+        return table.routes[choose_deployed_model(table.traffic_split, self._rng.random())]
+
+    @staticmethod
+    def predict_answer(route: _Route, predictions: list) -> dict:
+        """Vertex AI's PredictResponse for a request's predictions."""
         return {
-            "predictions": predictions_from_outputs(outputs),
+            "predictions": predictions,
             "deployedModelId": route.deployed_model_id,
             "model": route.model_name,
             "modelVersionId": route.model_version_id,
@@ -1280,26 +1269,24 @@ class ModelService:
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, int]:
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> tuple["ModelServiceServer", int]:
         """Serve the REST API on a loopback address in a background thread; returns (server, port).
 
-        Stop it with ``server.shutdown()`` and ``server.server_close()``, or ``close()``.
+        Stop it with ``server.close()``, or stop every server with ``close()``.
         """
-        if host not in LOOPBACK_HOSTS:
-            raise ValueError(f"the local model service binds loopback addresses only, not {host!r}")
-        server = _ModelServiceHTTPServer((host, port), _RestHandler, self)
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="model-service-http", daemon=True
-        )
-        thread.start()
+        from local_cloud.model_service_http import ModelServiceServer
+
+        server = ModelServiceServer(self, host, port)
         self._servers.append(server)
-        return server, server.server_address[1]
+        return server, server.port
 
     def close(self) -> None:
         """Stop serving; a deploy in progress finishes, queued ones resume at the next start."""
+        with self._lock:
+            self._closing = True
+            self._operation_finished.notify_all()
         for server in self._servers:
-            server.shutdown()
-            server.server_close()
+            server.close()
         self._servers.clear()
         self._deployer.shutdown(wait=True, cancel_futures=True)
 
@@ -1308,140 +1295,6 @@ class ModelService:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-class _ModelServiceHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    # socketserver's default listen backlog is 5: a burst of 16 clients connecting at once had
-    # connections reset. Serving endpoints take far more.
-    request_queue_size = 128
-
-    def __init__(self, address, handler, service: ModelService):
-        if ":" in address[0]:
-            import socket
-
-            self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
-        self.service = service
-
-
-_ROUTES: list[tuple[str, re.Pattern, str]] = [
-    (method, re.compile(pattern), action)
-    for method, pattern, action in [
-        ("POST", r"^models:upload$", "upload"),
-        ("GET", r"^models/([^/:]+):listVersions$", "list_versions"),
-        ("GET", r"^models/([^/:]+)$", "get_model"),
-        ("GET", r"^endpoints/([^/:]+)$", "get_endpoint"),
-        ("POST", r"^endpoints/([^/:]+):deployModel$", "deploy"),
-        ("POST", r"^endpoints/([^/:]+):undeployModel$", "undeploy"),
-        ("POST", r"^endpoints/([^/:]+):predict$", "predict"),
-        ("GET", r"^(?:(?:models|endpoints)/[^/:]+/)?operations/(\d+)$", "get_operation"),
-        ("POST", r"^(?:(?:models|endpoints)/[^/:]+/)?operations/(\d+):wait$", "wait_operation"),
-    ]
-]
-
-
-class _RestHandler(BaseHTTPRequestHandler):
-    """Vertex AI's REST paths under /v1/projects/{project}/locations/{location}/."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "mlrelay-local-vertex-ai"
-    disable_nagle_algorithm = True
-    timeout = 300
-    server: _ModelServiceHTTPServer
-
-    def log_message(self, format: str, *args) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def _handle(self, method: str) -> None:
-        try:
-            status, body = 200, self._dispatch(method)
-        except ApiError as exc:
-            status, body = exc.http_status, exc.http_body()
-        except Exception as exc:  # an unexpected fault is the service's, reported as Google APIs do
-            log.exception("%s %s failed", method, self.path)
-            error = ApiError("INTERNAL", f"internal error: {exc}")
-            status, body = error.http_status, error.http_body()
-        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def _read_body(self, limit: int) -> Any:
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            if self.headers.get("Transfer-Encoding"):
-                self.close_connection = True
-                raise invalid("send the request body with a Content-Length (chunked bodies are not supported)")
-            return {}
-        try:
-            length = int(length_header)
-        except ValueError:
-            self.close_connection = True
-            raise invalid(f"bad Content-Length {length_header!r}") from None
-        if length > limit:
-            self.close_connection = True
-            raise invalid(f"Request payload size exceeds the limit: {limit} bytes.")
-        raw = self.rfile.read(length) if length else b""
-        if not raw.strip():
-            return {}
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise invalid(f"the request body is not valid JSON: {exc}") from None
-
-    def _dispatch(self, method: str) -> dict:
-        service = self.server.service
-        split = urlsplit(self.path)
-        prefix = f"/v1/{service.parent}/"
-        path = unquote(split.path)
-        if not path.startswith(prefix):
-            if method == "POST":
-                self._read_body(MAX_REQUEST_BYTES)
-            raise ApiError("NOT_FOUND", f"no such resource {path}; this service serves {prefix}...")
-        rest = path[len(prefix):]
-        query = {key: values[-1] for key, values in parse_qs(split.query).items()}
-        for route_method, pattern, action in _ROUTES:
-            match = pattern.match(rest)
-            if match and route_method == method:
-                break
-        else:
-            if method == "POST":
-                self._read_body(MAX_REQUEST_BYTES)
-            raise ApiError("NOT_FOUND", f"no method {method} {path}")
-        argument = match.group(1) if match.groups() else None
-        if method == "POST":
-            body = self._read_body(MAX_PREDICT_PAYLOAD_BYTES if action == "predict" else MAX_REQUEST_BYTES)
-        if action == "predict":
-            return service.predict(argument, body)
-        if action == "upload":
-            return service.upload_model(body)
-        if action == "list_versions":
-            return service.list_model_versions(argument, query.get("filter", ""))
-        if action == "get_model":
-            return service.get_model(argument)
-        if action == "get_endpoint":
-            return service.get_endpoint(argument)
-        if action == "deploy":
-            return service.deploy_model(argument, body)
-        if action == "undeploy":
-            return service.undeploy_model(argument, body)
-        if action == "get_operation":
-            return service.get_operation(argument)
-        if action == "wait_operation":
-            timeout = body.get("timeout") if isinstance(body, dict) else None
-            timeout = timeout or query.get("timeout")
-            return service.wait_operation(argument, parse_duration(timeout) if timeout else 60.0)
-        raise ApiError("NOT_FOUND", f"no method {method} {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
