@@ -196,3 +196,29 @@ class PeakMemory:
             if total > self.peak_bytes:
                 self.peak_bytes, self.peak_processes = total, count
             self._stop.wait(self.interval_s)
+
+
+def machine_cpu_ticks() -> tuple[int, int] | None:
+    """(all ticks, stolen ticks) of the machine's CPUs since boot, from /proc/stat; None elsewhere.
+
+    Steal is the time a virtual machine's CPUs were ready to run but the hypervisor ran someone
+    else: on a shared machine it is what makes the same benchmark slower from one run to the next.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(value) for value in fields[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already inside user/nice]
+    return sum(ticks[:8]), ticks[7]
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen by the hypervisor between two ``machine_cpu_ticks`` readings."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return round(100.0 * (after[1] - before[1]) / (after[0] - before[0]), 1)
+

@@ -238,14 +238,29 @@ def test_least_squares_on_the_one_hot_features_recovers_an_additive_truth():
 def test_a_load_client_retries_a_refused_connection_then_gives_up():
     import socket
 
-    from bench.serve_load import CONNECT_ATTEMPTS, _warm_connection
+    from bench.serve_load import CONNECT_ATTEMPTS, _event_loop_run, _warm_connection, http_request
 
     with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     resets: list[str] = []
-    assert _warm_connection("127.0.0.1", port, "/x:predict", b"{}", {}, resets) is None
+    request = http_request("127.0.0.1", port, "/x:predict", b"{}")
+    assert _event_loop_run(_warm_connection("127.0.0.1", port, request, resets)) is None
     assert len(resets) == CONNECT_ATTEMPTS and "ConnectionRefusedError" in resets[0]
+
+
+def test_cpu_steal_is_the_stolen_share_of_the_ticks_between_two_readings():
+    from bench.processes import machine_cpu_ticks, steal_percent
+
+    assert steal_percent((1000, 10), (2000, 260)) == 25.0
+    assert steal_percent((1000, 10), (1000, 10)) is None  # no time passed
+    assert steal_percent(None, (2000, 260)) is None
+    reading = machine_cpu_ticks()
+    if Path("/proc/stat").exists():
+        total, stolen = reading
+        assert 0 <= stolen <= total
+    else:
+        assert reading is None
 
 
 # --- cold start helpers ---------------------------------------------------------------------------
@@ -338,7 +353,9 @@ def test_serve_benchmark_loads_the_endpoint_from_another_process(quick):
     assert _positive(result["in_process_model"]["batch_instances_per_s"])
     assert 0 < result["in_process_model"]["single"]["p50_ms"] < 1000
     assert set(result["target_met"]) == {"p99", "throughput"}
-    assert "16 client" in serve.table(result)
+    steal = result["cpu_steal_pct_16_clients"]
+    assert steal is None or 0 <= steal <= 100
+    assert "16 client" in serve.table(result) and "steal" in serve.table(result)
 
 
 @pytest.mark.slow
