@@ -107,9 +107,8 @@ def wait_for_run(storage, bucket_dir: Path, trigger_uri: str, timeout_s: float, 
     """The trigger's run once it has ended (its RunStatus), or None after ``timeout_s`` or ``stop``.
 
     It looks every ``every_s``: the hand-offs are read from the ledger's own times afterwards, so
-    when the benchmark notices the end does not matter, and looking on a timer costs the local
-    cloud's process far less CPU than mlrelay.demo.follow_run, which wakes on every file event
-    under runs/ (every run's shards and model files) and rereads the ledger each time.
+    when the benchmark notices the end does not matter, and with many runs in flight a timer
+    costs less than a watch per run.
     """
     from mlrelay.runs import run_statuses
 

@@ -7,6 +7,7 @@ predictions, prints a summary and shuts everything down.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -14,13 +15,15 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-from watchdog.events import FileSystemEventHandler
+from watchdog.events import DirCreatedEvent, DirMovedEvent, FileCreatedEvent, FileMovedEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 
 from events.ledger import LedgerEvent, RunStatus
 from events.log_entries import JobKind, classify
+from events.run_id import RUNS_PREFIX
 from events.timestamps import parse_rfc3339
-from functions.local_adapters import LocalStorage
+from functions.local_adapters import LocalStorage, is_staging_name
+from functions.platform import NotFound
 from mlrelay.runs import ledger_events, run_statuses
 
 SAMPLE_INSTANCES = [
@@ -32,11 +35,20 @@ SAMPLE_INSTANCES = [
 
 
 class _Changed(FileSystemEventHandler):
+    """Sets ``flag`` when an object or directory appears: a file put in place, never one being read.
+
+    (Reading the ledger opens its files; waking on that would wake the reader on its own reads.)
+    """
+
+    EVENTS = [FileCreatedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent]
+
     def __init__(self) -> None:
         self.flag = threading.Event()
 
     def on_any_event(self, event) -> None:
-        self.flag.set()
+        path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
+        if not is_staging_name(path):
+            self.flag.set()
 
 
 def ensure_sample(bucket_dir: Path, rows: int, seed: int = 0) -> dict:
@@ -53,43 +65,101 @@ def ensure_sample(bucket_dir: Path, rows: int, seed: int = 0) -> dict:
 
 
 def find_run_for_trigger(storage: LocalStorage, trigger_uri: str) -> str | None:
-    for name in storage.list("runs/"):
-        if not name.endswith("/request.json"):
-            continue
+    """The run a trigger file started, from the request.json each run keeps (newest runs first)."""
+    runs = storage.root / RUNS_PREFIX
+    try:
+        run_ids = sorted((entry.name for entry in os.scandir(runs) if entry.is_dir()), reverse=True)
+    except FileNotFoundError:
+        return None
+    for run_id in run_ids:
         try:
-            origin = json.loads(storage.read(name)).get("origin", {})
-        except ValueError:
+            origin = json.loads(storage.read(f"{RUNS_PREFIX}{run_id}/request.json")).get("origin", {})
+        except (NotFound, ValueError, AttributeError):
             continue
         if origin.get("object") == trigger_uri:
-            return name.split("/")[1]
+            return run_id
     return None
+
+
+class _LedgerWatch:
+    """File-system events that may mean a run's ledger changed, watching as little as it can.
+
+    Until the run is known: runs/ and each run directory in it, not their subdirectories (the
+    run's request.json is about to appear in one of them). Then only runs/<id>/events/, where
+    the ledger records land (runs/<id>/ until that exists), so the run's data, its training
+    output and other runs wake nobody. Every watch is on one directory; none is recursive.
+    """
+
+    def __init__(self, runs_dir: Path):
+        self.changed = _Changed()
+        self._runs_dir = runs_dir
+        self._observer = InotifyObserver()
+        self._watches: dict[Path, object] = {}
+        self._narrowed = False
+        self._observer.start()
+        self._watch(runs_dir)
+        self.watch_new_runs()
+
+    def _watch(self, directory: Path) -> None:
+        if directory not in self._watches:
+            try:
+                self._watches[directory] = self._observer.schedule(self.changed, str(directory), recursive=False,
+                                                                 event_filter=_Changed.EVENTS)
+            except OSError:  # gone already: nothing to watch
+                return
+            self.changed.flag.set()  # read once more: something may have landed before the watch
+
+    def watch_new_runs(self) -> None:
+        """Watch the run directories that appeared since the last call (before the run is known)."""
+        if self._narrowed:
+            return
+        for entry in os.scandir(self._runs_dir):
+            if entry.is_dir():
+                self._watch(Path(entry.path))
+
+    def narrow_to(self, run_id: str) -> None:
+        run_dir = self._runs_dir / run_id
+        target = run_dir / "events" if (run_dir / "events").is_dir() else run_dir
+        if self._narrowed and target in self._watches:
+            return
+        for directory, watch in list(self._watches.items()):
+            if directory != target:
+                self._observer.unschedule(watch)
+                del self._watches[directory]
+        self._narrowed = True
+        self._watch(target)
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
 
 
 def follow_run(bucket_dir: Path, storage: LocalStorage, trigger_uri: str, timeout_s: float,
                show) -> RunStatus | None:
     """Wait for the trigger's run to end, redrawing progress whenever its ledger changes."""
-    handler = _Changed()
-    observer = InotifyObserver()
-    observer.schedule(handler, str(bucket_dir / "runs"), recursive=True)
-    observer.start()
+    runs_dir = bucket_dir / RUNS_PREFIX
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    watch = _LedgerWatch(runs_dir)
     deadline = time.monotonic() + timeout_s
     run_id = None
     status = None
     try:
         while time.monotonic() < deadline:
-            handler.flag.clear()
+            watch.changed.flag.clear()
             run_id = run_id or find_run_for_trigger(storage, trigger_uri)
-            if run_id:
+            if run_id is None:
+                watch.watch_new_runs()
+            else:
+                watch.narrow_to(run_id)
                 statuses = run_statuses(storage, run_id)
                 status = statuses[0] if statuses else None
             show(run_id, status)
             if status is not None and status.terminal:
                 return status
             # Woken by the ledger's next record; the timeout only refreshes the elapsed clock.
-            handler.flag.wait(timeout=1.0)
+            watch.changed.flag.wait(timeout=1.0)
     finally:
-        observer.stop()
-        observer.join(timeout=5)
+        watch.stop()
     return status
 
 
