@@ -2,8 +2,8 @@
 
 Predictions are the hot path and stay on the event loop: the body is parsed and checked
 there, requests that arrive together go to the model as one call on a worker thread
-(``PredictionBatcher``, as TensorFlow Serving batches), and the answer is written in one
-piece. Every other method may block (waiting for an operation, reading state under the
+(``PredictionBatcher``, as TensorFlow Serving batches), and the answer is Vertex's
+PredictResponse JSON. Every other method may block (waiting for an operation, reading state under the
 service's lock), so it runs on a thread pool and never holds up a prediction.
 
 uvicorn brings HTTP/1.1 itself (keep-alive, pipelining, ``Expect: 100-continue``, malformed
@@ -48,6 +48,7 @@ LISTEN_BACKLOG = 128
 API_THREADS = 16
 STARTUP_TIMEOUT_S = 30
 
+
 class _BatchJob:
     __slots__ = ("instances", "future", "predictions", "error")
 
@@ -76,7 +77,7 @@ class PredictionBatcher:
         self._executor = executor
         self._max_batch_instances = max_batch_instances
         self._queue: list[_BatchJob] = []
-        self._running = False
+        self._drainer: asyncio.Task | None = None
 
     def waiting(self) -> int:
         """How many requests wait for the next model call."""
@@ -87,9 +88,8 @@ class PredictionBatcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append(_BatchJob(instances, future))
-        if not self._running:
-            self._running = True
-            loop.create_task(self._drain())
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())  # kept: the loop holds tasks weakly
         return future
 
     async def _drain(self) -> None:
@@ -99,24 +99,25 @@ class PredictionBatcher:
                 batch = self._take_batch()
                 try:
                     await loop.run_in_executor(self._executor, self._execute, batch)
-                except BaseException as exc:  # the executor is gone: every waiting request hears why
+                except asyncio.CancelledError:  # the server is stopping
+                    for job in batch:
+                        job.future.cancel()
+                    raise
+                except Exception as exc:  # the executor is shut down: every request of the batch hears why
                     for job in batch:
                         job.error = job.error or exc
-                    if not isinstance(exc, Exception):
-                        raise
-                finally:
-                    for job in batch:
-                        if job.future.done():
-                            continue
-                        if job.error is not None:
-                            job.future.set_exception(job.error)
-                        elif job.predictions is None:
-                            job.future.set_exception(
-                                ApiError("INTERNAL", "the prediction batch ended without an answer for this request"))
-                        else:
-                            job.future.set_result(job.predictions)
+                for job in batch:
+                    if job.future.done():  # cancelled with its request as the server stops
+                        continue
+                    if job.error is not None:
+                        job.future.set_exception(job.error)
+                    elif job.predictions is None:
+                        job.future.set_exception(
+                            ApiError("INTERNAL", "the prediction batch ended without an answer for this request"))
+                    else:
+                        job.future.set_result(job.predictions)
         finally:
-            self._running = False
+            self._drainer = None
 
     def _take_batch(self) -> list[_BatchJob]:
         total = len(self._queue[0].instances)
