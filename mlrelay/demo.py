@@ -23,8 +23,7 @@ from events.log_entries import JobKind, classify
 from events.run_id import RUNS_PREFIX
 from events.timestamps import parse_rfc3339
 from functions.local_adapters import LocalStorage, is_staging_name
-from functions.platform import NotFound
-from mlrelay.runs import ledger_events, run_statuses
+from mlrelay.runs import ledger_events, run_request_origin, run_statuses
 
 SAMPLE_INSTANCES = [
     {"is_male": "True", "mother_age": 26.0, "plurality": "Single(1)", "gestation_weeks": 39.0},
@@ -71,14 +70,8 @@ def find_run_for_trigger(storage: LocalStorage, trigger_uri: str) -> str | None:
         run_ids = sorted((entry.name for entry in os.scandir(runs) if entry.is_dir()), reverse=True)
     except FileNotFoundError:
         return None
-    for run_id in run_ids:
-        try:
-            origin = json.loads(storage.read(f"{RUNS_PREFIX}{run_id}/request.json")).get("origin", {})
-        except (NotFound, ValueError, AttributeError):
-            continue
-        if origin.get("object") == trigger_uri:
-            return run_id
-    return None
+    return next((run_id for run_id in run_ids if run_request_origin(storage, run_id).get("object") == trigger_uri),
+                None)
 
 
 class _LedgerWatch:

@@ -33,9 +33,11 @@ def run_statuses(storage: Storage, run_id: str | None = None) -> list[RunStatus]
 
 def run_request_origin(storage: Storage, run_id: str) -> dict:
     try:
-        return json.loads(storage.read(f"runs/{run_id}/request.json")).get("origin", {})
+        request = json.loads(storage.read(f"runs/{run_id}/request.json"))
     except (NotFound, ValueError):
         return {}
+    origin = request.get("origin") if isinstance(request, dict) else None
+    return origin if isinstance(origin, dict) else {}
 
 
 def _clock(moment: datetime | None) -> str:
