@@ -323,9 +323,6 @@ EOF
 }
 
 deploy() {
-  if (( ! DRY_RUN )); then
-    command -v gcloud >/dev/null || die "gcloud is not installed: see https://cloud.google.com/sdk/docs/install"
-  fi
   enable_apis
   create_bucket
   create_topics
@@ -358,6 +355,9 @@ main() {
   # shellcheck disable=SC2034  # read by lookup (deploy/shell_lib.sh)
   DRY_RUN_ASSUMES_PRESENT=$assumes_present
   load_settings
+  if (( ! DRY_RUN )); then
+    command -v gcloud >/dev/null || die "gcloud is not installed: see https://cloud.google.com/sdk/docs/install"
+  fi
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/mlrelay-deploy.XXXXXX")
   trap 'rm -rf "$WORK"' EXIT
   export CLOUDSDK_CORE_DISABLE_PROMPTS=1

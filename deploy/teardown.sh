@@ -117,9 +117,6 @@ teardown_storage() {
 }
 
 teardown() {
-  if (( ! DRY_RUN )); then
-    command -v gcloud >/dev/null || die "gcloud is not installed: see https://cloud.google.com/sdk/docs/install"
-  fi
   teardown_functions
   teardown_events
   teardown_endpoint
