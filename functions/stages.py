@@ -49,9 +49,13 @@ class Outcome:
 
 def record(platform: Platform, run_id: str, stage: str, state: str, cause: str, *,
            job_ids: dict[str, str] | None = None, timings: dict[str, float] | None = None,
-           **details) -> None:
-    """Append one record to the run's ledger (runs/<id>/events/<time>-<stage>.json)."""
-    event = LedgerEvent(run_id=run_id, stage=stage, state=state, time=datetime.now(timezone.utc),
+           at: datetime | None = None, **details) -> None:
+    """Append one record to the run's ledger (runs/<id>/events/<time>-<stage>.json).
+
+    The record's time is now, or `at`: the moment the step was decided, when a racing delivery
+    could record the next step between that moment and this write.
+    """
+    event = LedgerEvent(run_id=run_id, stage=stage, state=state, time=at or datetime.now(timezone.utc),
                         cause_event_id=cause, job_ids=job_ids or {}, details=details,
                         timings=timings or {})
     platform.storage.write(event.object_name, event.to_json())
@@ -142,8 +146,11 @@ def start_run(config: Config, platform: Platform, trigger: StartTrigger) -> Outc
 
     request_doc = {"runId": run_id, "origin": origin, "eventId": trigger.event_id,
                    "request": json.loads(request.to_json())}
+    # Stamped before request.json exists: once it does, a duplicate delivery may launch and record
+    # "preprocessing" before this one writes "requested", and the ledger orders records by time.
+    requested_at = datetime.now(timezone.utc)
     if platform.storage.create(f"runs/{run_id}/request.json", json.dumps(request_doc, indent=2).encode()):
-        record(platform, run_id, "request", "requested", trigger.event_id, origin=origin,
+        record(platform, run_id, "request", "requested", trigger.event_id, at=requested_at, origin=origin,
                request=request_doc["request"])
 
     source = _source_uri(config, request)

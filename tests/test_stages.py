@@ -153,6 +153,30 @@ def test_concurrent_duplicates_launch_once(env):
     assert sorted(o.action for o in outcomes).count("launched") == 1
 
 
+def test_a_duplicate_that_overtakes_the_requests_writer_still_leaves_the_ledger_in_order(env):
+    """Delivery A creates request.json; delivery B runs to the launch while A is held up before
+    its "requested" record. The records still fold as requested -> preprocessing."""
+    config, platform = env
+    trigger = message_trigger(b"{}")
+    overtaken = []
+
+    class OvertakenStorage(LocalStorage):
+        def create(self, name, data, content_type="application/json"):
+            created = super().create(name, data, content_type)
+            if created and name.endswith("/request.json") and not overtaken:
+                overtaken.append(stages.start_run(config, platform, trigger))  # B, while A waits here
+                time.sleep(0.01)
+            return created
+
+    platform = Platform(OvertakenStorage(platform.storage.root), platform.jobs, platform.models)
+    first = stages.start_run(config, platform, trigger)
+    assert overtaken[0].action == "launched" and first.action != "launched"
+    assert len(platform.jobs.preprocess_calls) == 1
+    status = fold(ledger(platform, first.run_id))
+    assert status.state.value == "preprocessing"
+    assert not status.anomalies, status.anomalies
+
+
 @pytest.mark.parametrize("raw, words", [
     (b"not json", "not JSON"),
     (b'{"batchSize": 0}', "batchSize"),
