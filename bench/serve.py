@@ -61,7 +61,10 @@ def in_process_figures(call_single, call_batch, count: int, max_seconds: float) 
 
 
 def run(settings: BenchSettings) -> dict:
-    from local_cloud.model_service import ModelService, instances_to_columns, load_saved_model
+    from local_cloud.vertex.http import ModelServiceServer
+    from local_cloud.vertex.model_loading import load_saved_model
+    from local_cloud.vertex.registry import ModelService
+    from local_cloud.vertex.row_format import instances_to_columns
 
     work = settings.scratch(NAME)
     model_dir = settings.artifacts.get("model_dir")
@@ -69,6 +72,7 @@ def run(settings: BenchSettings) -> dict:
     if not model_dir or not Path(model_dir).is_dir():
         model_dir, source = quick_model(work), "trained quickly on 3,000 records"
     service = ModelService(work / "state", resolve_artifact_path=lambda uri: uri)
+    server = None
     try:
         service.create_endpoint(ENDPOINT, ENDPOINT)
         upload = service.upload_model({"modelId": "babyweight", "model": {
@@ -90,8 +94,8 @@ def run(settings: BenchSettings) -> dict:
         service_call = in_process_figures(lambda: service.predict(ENDPOINT, body_one),
                                           lambda: service.predict(ENDPOINT, body_hundred), count, seconds)
 
-        _, port = service.serve("127.0.0.1", 0)
-        url = f"http://127.0.0.1:{port}/v1/{service.parent}/endpoints/{ENDPOINT}"
+        server = ModelServiceServer(service, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.port}/v1/{service.parent}/endpoints/{ENDPOINT}"
         requests, batch_requests, max_seconds = settings.pick((6000, 1000, 10.0), (60, 20, 2.0))
         load = run_checked(python_command("bench.serve_load", "--url", url, "--clients", ",".join(map(str, CLIENTS)),
                                           "--instances", f"1,{BATCH}", "--requests", str(requests),
@@ -99,6 +103,8 @@ def run(settings: BenchSettings) -> dict:
                            timeout_s=len(CLIENTS) * 2 * (max_seconds + 90), what="the load client").json_line()
     finally:
         service.close()
+        if server is not None:
+            server.close()
     levels = load["levels"]
     single = {str(level["clients"]): level for level in levels if level["instances_per_request"] == 1}
     batch = {str(level["clients"]): level for level in levels if level["instances_per_request"] == BATCH}

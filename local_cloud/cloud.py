@@ -11,7 +11,6 @@ the jobs run as child processes. `LocalCloud.stop()` ends every process it start
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,17 +28,19 @@ from typing import Callable
 from werkzeug.serving import make_server
 
 from events import sink_filters
-from events.log_entry_builders import deploy_model_audit_entry
-from events.pubsub import gcs_notification_attributes
 from functions.config import Config
-from local_cloud.bucket import BucketWatcher, FinalizedObject
-from local_cloud.control_api import ControlApi
-from local_cloud.jobs import JobRunner
-from local_cloud.log_router import LogRouter, Sink
-from local_cloud.model_service import ModelService
-from local_cloud.pubsub_broker import Broker, PubsubMessagePublished, StorageObjectFinalized
-from local_cloud.pubsub_grpc import serve_publisher
+from local_cloud.jobs.control_api import ControlApi
+from local_cloud.jobs.runner import JobRunner
+from local_cloud.logging.entries import deploy_model_audit_entry
+from local_cloud.logging.router import LogRouter, Sink
+from local_cloud.pubsub.broker import Broker
+from local_cloud.pubsub.eventarc import PubsubMessagePublished, StorageObjectFinalized
+from local_cloud.pubsub.grpc_front import serve_publisher
 from local_cloud.scheduler import ScheduleEntry, Scheduler
+from local_cloud.storage.bucket import BucketWatcher, FinalizedObject
+from local_cloud.storage.notifications import eventarc_event_attributes, notification_attributes
+from local_cloud.vertex.http import ModelServiceServer
+from local_cloud.vertex.registry import ModelService
 
 log = logging.getLogger(__name__)
 # TensorFlow (loaded by the endpoint when a model is deployed) logs its C++ start-up notices to the
@@ -48,6 +49,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("start_pipeline", "on_preprocess_output", "on_training_complete")
 STATE_FILE = "local-cloud.json"
+# The bucket's Pub/Sub notification reports objects under this prefix to the start topic.
+TRIGGER_PREFIX = "triggers/"
 
 
 @dataclass
@@ -110,7 +113,8 @@ class LocalCloud:
                                    on_operation_done=self._deploy_done,
                                    resolve_artifact_path=self.jobs.local_path)
         self.models.create_endpoint(cfg.endpoint_id, cfg.endpoint_id)  # as deploy.sh does, once
-        _, self.ports["models"] = self.models.serve("127.0.0.1", 0)
+        self.models_server = ModelServiceServer(self.models, "127.0.0.1", 0)
+        self.ports["models"] = self.models_server.port
         self.config = cfg = replace(cfg, local_models_api=f"http://127.0.0.1:{self.ports['models']}")
         self.api = app = ControlApi(self.jobs)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log on the console
@@ -137,7 +141,7 @@ class LocalCloud:
         # Jobs end before the broker stops, so their last log lines still have somewhere to go.
         for step in (lambda: self.scheduler.stop(), lambda: self.watcher.stop(), lambda: self.jobs.stop(),
                      lambda: self.broker.stop(timeout=5), lambda: self._grpc.stop(grace=1),
-                     lambda: self.models.close()):
+                     lambda: self.models.close(), lambda: self.models_server.close()):
             try:
                 step()
             except AttributeError:
@@ -236,13 +240,10 @@ class LocalCloud:
 
     def _on_finalize(self, obj: FinalizedObject) -> None:
         data = json.dumps(obj.resource).encode()
-        self.broker.publish(self._storage_topic, data, {
-            "ce-id": hashlib.sha1(f"{obj.name}#{obj.resource['generation']}".encode()).hexdigest()[:16],
-            "ce-time": obj.event_time, "ce-subject": f"objects/{obj.name}"})
+        self.broker.publish(self._storage_topic, data, eventarc_event_attributes(obj))
         # The bucket's Pub/Sub notification: OBJECT_FINALIZE under triggers/ to the start topic.
-        if obj.name.startswith("triggers/"):
-            attributes = gcs_notification_attributes(obj.bucket, obj.name, int(obj.resource["generation"]),
-                                                     obj.event_time)
+        attributes = notification_attributes(obj, TRIGGER_PREFIX)
+        if attributes is not None:
             self.broker.publish(self.config.start_topic, data, attributes)
 
     def _deploy_done(self, operation: dict) -> None:

@@ -1,4 +1,4 @@
-"""The local model service's HTTP front: Vertex AI's REST paths, served by uvicorn on 127.0.0.1.
+"""The local Vertex AI's HTTP front: Vertex AI's REST paths, served by uvicorn on 127.0.0.1.
 
 Predictions are the hot path and stay on the event loop: the body is parsed and checked
 there, requests that arrive together go to the model as one call on a worker thread
@@ -8,7 +8,9 @@ service's lock), so it runs on a thread pool and never holds up a prediction.
 
 uvicorn brings HTTP/1.1 itself (keep-alive, pipelining, ``Expect: 100-continue``, malformed
 requests) with httptools' C parser and uvloop when they are installed; this module is the
-ASGI application and the server's life in a background thread.
+ASGI application and the server's life in a background thread. It depends on the registry
+(``local_cloud.vertex.registry``), never the reverse: whoever creates a ModelService decides
+whether to serve it, and closes the server after the service.
 """
 
 from __future__ import annotations
@@ -25,21 +27,20 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import parse_qs, unquote
 from weakref import WeakKeyDictionary
 
-from local_cloud.model_service import (
-    DEFAULT_MAX_BATCH_INSTANCES,
-    LOOPBACK_HOSTS,
-    MAX_PREDICT_PAYLOAD_BYTES,
-    MAX_REQUEST_BYTES,
-    ApiError,
-    check_prediction_count,
-    invalid,
-    parse_duration,
-)
+from local_cloud.vertex.rest_rules import MAX_PREDICT_PAYLOAD_BYTES, ApiError, invalid, parse_duration
+from local_cloud.vertex.routing import predict_response
+from local_cloud.vertex.row_format import check_prediction_count
 
 if TYPE_CHECKING:
-    from local_cloud.model_service import LoadedModel, ModelService
+    from local_cloud.vertex.model_loading import LoadedModel
+    from local_cloud.vertex.registry import ModelService
 
 log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# Requests that arrive together run as one model call of at most this many instances.
+DEFAULT_MAX_BATCH_INSTANCES = 1_000
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 # A client waiting for a long operation keeps its connection; Google's front ends hold idle
 # connections for minutes, not uvicorn's default 5 seconds.
@@ -297,7 +298,7 @@ class VertexRestApp:
         batcher = self._batchers.get(model)
         if batcher is None:
             batcher = self._batchers[model] = PredictionBatcher(model.predict_instances, self._model_executor)
-        return self.service.predict_answer(route, await batcher.run(request["instances"]))
+        return predict_response(route, await batcher.run(request["instances"]))
 
 
 class ModelServiceServer:

@@ -1,7 +1,7 @@
 """Cloud Logging's router, locally: every LogEntry is kept, and sinks forward the ones they match.
 
 A sink's filter is the very string deploy.sh installs in the cloud (events.sink_filters), applied
-with the same query-language rules; a matching entry is published to the sink's Pub/Sub topic as
+with the same query-language rules (local_cloud.logging.query); a matching entry is published to the sink's Pub/Sub topic as
 the LogEntry JSON, which is what a Cloud Logging sink to Pub/Sub sends.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from events.sink_filters import matches
+from local_cloud.logging.query import matches
 
 log = logging.getLogger(__name__)
 

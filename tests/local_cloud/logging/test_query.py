@@ -2,7 +2,7 @@
 import pytest
 
 from events.log_entries import LogEntry
-from events.log_filter import FilterSyntaxError, compile_filter, matches
+from local_cloud.logging.query import FilterSyntaxError, compile_filter, matches
 
 ENTRY = {
     "logName": "projects/p/logs/dataflow.googleapis.com%2Fjob-message",

@@ -1,13 +1,11 @@
-"""Realistic LogEntry dicts shared by the log-entry and sink-filter tests (imported by both).
+"""Realistic LogEntry dicts shared by the log-entry, sink-filter and local Logging tests.
 
 Vertex AI service lines follow entries a custom job writes (resource ml_job, task_name "service",
 ml.googleapis.com/* labels); the Dataflow and audit entries follow the job-message and Admin
 Activity shapes. Each corpus item is (name, entry, expected classification or None).
 """
-import json
-
-from events.log_entries import JobKind, LogEntry, Outcome, parse_log_entry
-from events.log_entry_builders import (
+from events.log_entries import JobKind, JobOutcome
+from local_cloud.logging.entries import (
     dataflow_job_message_entry,
     deploy_model_audit_entry,
     vertex_job_log_entry,
@@ -40,10 +38,10 @@ def _worker_log(message):
     return entry
 
 
-VERTEX_OK = (JobKind.VERTEX_CUSTOM_JOB, VERTEX_JOB, Outcome.SUCCEEDED)
-VERTEX_FAILED = (JobKind.VERTEX_CUSTOM_JOB, VERTEX_JOB, Outcome.FAILED)
-VERTEX_CANCELLED = (JobKind.VERTEX_CUSTOM_JOB, VERTEX_JOB, Outcome.CANCELLED)
-DATAFLOW_FAILED = (JobKind.DATAFLOW_JOB, DATAFLOW_JOB, Outcome.FAILED)
+VERTEX_OK = (JobKind.VERTEX_CUSTOM_JOB, VERTEX_JOB, JobOutcome.SUCCEEDED)
+VERTEX_FAILED = (JobKind.VERTEX_CUSTOM_JOB, VERTEX_JOB, JobOutcome.FAILED)
+VERTEX_CANCELLED = (JobKind.VERTEX_CUSTOM_JOB, VERTEX_JOB, JobOutcome.CANCELLED)
+DATAFLOW_FAILED = (JobKind.DATAFLOW_JOB, DATAFLOW_JOB, JobOutcome.FAILED)
 OPERATION = f"projects/{PROJECT}/locations/europe-west1/endpoints/4455/operations/777"
 
 # Entries the job-events sink must forward, with what classify must say about them.
@@ -58,9 +56,9 @@ TERMINAL = [
     ("dataflow failed", dataflow_line("Workflow failed.", "ERROR"), DATAFLOW_FAILED),
     ("dataflow failed causes", dataflow_line("Workflow failed. Causes: S05:Read failed.", "ERROR"), DATAFLOW_FAILED),
     ("dataflow json payload", dataflow_line("Workflow failed.", "ERROR", structured=True), DATAFLOW_FAILED),
-    ("deploy done", audit(deployed_model_id="dm-1"), (JobKind.VERTEX_DEPLOY_MODEL, OPERATION, Outcome.SUCCEEDED)),
-    ("deploy error", audit(error=(9, "model failed to load")), (JobKind.VERTEX_DEPLOY_MODEL, OPERATION, Outcome.FAILED)),
-    ("deploy cancelled", audit(error=(1, "cancelled")), (JobKind.VERTEX_DEPLOY_MODEL, OPERATION, Outcome.CANCELLED)),
+    ("deploy done", audit(deployed_model_id="dm-1"), (JobKind.VERTEX_DEPLOY_MODEL, OPERATION, JobOutcome.SUCCEEDED)),
+    ("deploy error", audit(error=(9, "model failed to load")), (JobKind.VERTEX_DEPLOY_MODEL, OPERATION, JobOutcome.FAILED)),
+    ("deploy cancelled", audit(error=(1, "cancelled")), (JobKind.VERTEX_DEPLOY_MODEL, OPERATION, JobOutcome.CANCELLED)),
 ]
 
 # The jobs' ordinary lines: neither forwarded nor terminal.
@@ -87,9 +85,3 @@ FOREIGN = [
     ("other dataflow job", dataflow_line("Workflow failed.", "ERROR", job_name="nightly-etl")),
 ]
 
-
-def test_corpus_entries_survive_the_trip_through_a_sink_message():
-    for name, entry, *_ in TERMINAL + ORDINARY + FOREIGN:
-        parsed = parse_log_entry(json.dumps(entry).encode("utf-8"))
-        assert isinstance(parsed, LogEntry) and parsed.raw == entry, name
-        assert parsed.timestamp == WHEN, name

@@ -3,7 +3,7 @@
 Paths and bodies follow the cloud's REST references (Dataflow v1b3 flexTemplates.launch and jobs.get;
 Vertex AI v1 customJobs create/get/list/cancel); errors use Google's JSON error shape, with the
 codes the cloud uses (409 ALREADY_EXISTS for a Dataflow job name in use, 404 NOT_FOUND, 400
-INVALID_ARGUMENT). Model Registry and Endpoints are the model service's, on a port of their own.
+INVALID_ARGUMENT). Model Registry and Endpoints are local_cloud.vertex's, on a port of their own.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from local_cloud.jobs import JobConflict, JobRunner, LocalJob
+from local_cloud.jobs.runner import JobConflict, JobRunner, LocalJob
 
 _STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 409: "ALREADY_EXISTS",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}

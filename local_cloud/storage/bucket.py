@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="Callback with id .* already exists for watch", category=RuntimeWarning)
 
 
-
 @dataclass(frozen=True)
 class FinalizedObject:
     """An object that has just become complete, with its GCS JSON API resource."""

@@ -26,15 +26,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from events.log_entries import DATAFLOW_FAILED_LINE, Outcome
-from events.log_entry_builders import dataflow_job_message_entry, vertex_job_log_entry, vertex_job_terminal_entry
+from events.log_entries import DATAFLOW_FAILED_LINE, JobOutcome
 from events.timestamps import format_rfc3339
+from local_cloud.logging.entries import dataflow_job_message_entry, vertex_job_log_entry, vertex_job_terminal_entry
 
 ACTIVE_DATAFLOW = ("JOB_STATE_PENDING", "JOB_STATE_QUEUED", "JOB_STATE_RUNNING")
 VERTEX_OUTCOMES = {
-    "JOB_STATE_SUCCEEDED": Outcome.SUCCEEDED,
-    "JOB_STATE_FAILED": Outcome.FAILED,
-    "JOB_STATE_CANCELLED": Outcome.CANCELLED,
+    "JOB_STATE_SUCCEEDED": JobOutcome.SUCCEEDED,
+    "JOB_STATE_FAILED": JobOutcome.FAILED,
+    "JOB_STATE_CANCELLED": JobOutcome.CANCELLED,
 }
 
 
@@ -226,7 +226,7 @@ class JobRunner:
         now = datetime.now(timezone.utc)
         insert_id = uuid.uuid4().hex[:16]
         if job.kind == "vertex":
-            outcome = VERTEX_OUTCOMES.get(job.state, Outcome.FAILED)
+            outcome = VERTEX_OUTCOMES.get(job.state, JobOutcome.FAILED)
             return vertex_job_terminal_entry(self.project, job.job_id, outcome, now, insert_id)
         if job.state == "JOB_STATE_DONE":
             return self._entry(job, "Worker pool stopped.", "INFO")

@@ -25,14 +25,14 @@ from events.log_entries import (
     VERTEX_RESOURCE_TYPE,
     VERTEX_SERVICE_TASK,
     VERTEX_SUCCEEDED_LINE,
-    Outcome,
+    JobOutcome,
 )
 from events.timestamps import TimeLike, format_rfc3339
 
 _VERTEX_TERMINAL_LINES = {
-    Outcome.SUCCEEDED: (VERTEX_SUCCEEDED_LINE, "SUCCEEDED", "INFO"),
-    Outcome.FAILED: (VERTEX_FAILED_LINE, "FAILED", "ERROR"),
-    Outcome.CANCELLED: (VERTEX_CANCELLED_LINE, "CANCELLED", "INFO"),
+    JobOutcome.SUCCEEDED: (VERTEX_SUCCEEDED_LINE, "SUCCEEDED", "INFO"),
+    JobOutcome.FAILED: (VERTEX_FAILED_LINE, "FAILED", "ERROR"),
+    JobOutcome.CANCELLED: (VERTEX_CANCELLED_LINE, "CANCELLED", "INFO"),
 }
 
 
@@ -77,10 +77,10 @@ def vertex_job_log_entry(
 
 
 def vertex_job_terminal_entry(
-    project: str, job_id: str, outcome: Outcome | str, timestamp: TimeLike, insert_id: str
+    project: str, job_id: str, outcome: JobOutcome | str, timestamp: TimeLike, insert_id: str
 ) -> dict[str, Any]:
     """The service line that ends a custom job with `outcome`."""
-    line, state, severity = _VERTEX_TERMINAL_LINES[Outcome(outcome)]
+    line, state, severity = _VERTEX_TERMINAL_LINES[JobOutcome(outcome)]
     return vertex_job_log_entry(project, job_id, line, timestamp, insert_id, job_state=state, severity=severity)
 
 

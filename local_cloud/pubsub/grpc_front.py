@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from google.pubsub_v1 import types
 
-from local_cloud.pubsub_broker import Broker, ResourceNotFound, validate_message, validate_resource_name
+from local_cloud.pubsub.broker import Broker, ResourceNotFound
+from local_cloud.pubsub.messages import validate_message, validate_resource_name
 
 log = logging.getLogger(__name__)
 
