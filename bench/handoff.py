@@ -86,23 +86,21 @@ def training_kind() -> str:
     return JobKind.VERTEX_CUSTOM_JOB.value
 
 
-def run_of_trigger(bucket_dir: Path, trigger_uri: str, others: set[str]) -> str | None:
+def run_of_trigger(runs, trigger_uri: str, others: set[str]) -> str | None:
     """The run started by ``trigger_uri``, from the runs' request.json (``others``: run ids known not to be it)."""
-    for request in bucket_dir.glob("runs/*/request.json"):
-        run_id = request.parent.name
+    for run_id in runs.run_ids():
         if run_id in others:
             continue
-        try:
-            origin = json.loads(request.read_text()).get("origin", {})
-        except (OSError, ValueError):
-            continue  # being written: looked at again on the next pass
+        origin = runs.request_origin(run_id)
+        if not origin:
+            continue  # request.json not written yet: looked at again on the next pass
         if origin.get("object") == trigger_uri:
             return run_id
         others.add(run_id)
     return None
 
 
-def wait_for_run(storage, bucket_dir: Path, trigger_uri: str, timeout_s: float, every_s: float = 0.5, *,
+def wait_for_run(runs, trigger_uri: str, timeout_s: float, every_s: float = 0.5, *,
                  stop: threading.Event):
     """The trigger's run once it has ended (its RunStatus), or None after ``timeout_s`` or ``stop``.
 
@@ -110,16 +108,14 @@ def wait_for_run(storage, bucket_dir: Path, trigger_uri: str, timeout_s: float, 
     when the benchmark notices the end does not matter, and with many runs in flight a timer
     costs less than a watch per run.
     """
-    from mlrelay.runs import run_statuses
-
     deadline = time.monotonic() + timeout_s
     others: set[str] = set()
     run_id = None
     status = None
     while time.monotonic() < deadline:
-        run_id = run_id or run_of_trigger(bucket_dir, trigger_uri, others)
+        run_id = run_id or run_of_trigger(runs, trigger_uri, others)
         if run_id:
-            statuses = run_statuses(storage, run_id)
+            statuses = runs.statuses(run_id)
             status = statuses[0] if statuses else None
             if status is not None and status.terminal:
                 return status
@@ -136,23 +132,24 @@ def _sleep_unless(stop: threading.Event, seconds: float) -> None:
 def event_driven_run(cloud, index: int, stop: threading.Event | None = None) -> dict:
     """Upload a trigger file, wait for its run to end; its hand-offs in ms (or its failure)."""
     from functions.local_adapters import LocalStorage
+    from functions.run_store import RunStore, manifest_name
     from mlrelay.demo import deploy_operation, handoff_latencies, run_records, state_times
 
-    storage = LocalStorage(cloud.bucket_dir)
+    runs = RunStore(LocalStorage(cloud.bucket_dir), cloud.config.bucket)
     name = f"triggers/bench-{index:03d}-{uuid.uuid4().hex[:8]}.json"
-    storage.write(name, json.dumps(TINY_REQUEST).encode())
-    status = wait_for_run(storage, cloud.bucket_dir, f"gs://{cloud.config.bucket}/{name}", RUN_TIMEOUT_S,
+    runs.storage.write(name, json.dumps(TINY_REQUEST).encode())
+    status = wait_for_run(runs, f"gs://{cloud.config.bucket}/{name}", RUN_TIMEOUT_S,
                           stop=stop or threading.Event())
     if status is None or status.state.value != "deployed":
         return {"failed": f"{name}: {status.state.value if status else 'timed out'} "
                           f"({status.reason if status else ''})"}
-    events = run_records(storage, status.run_id)
+    events = run_records(runs, status.run_id)
     records = state_times(events)
     operation = deploy_operation(events)
     handoffs = handoff_latencies(cloud.root, cloud.bucket_dir, status, events, cloud.bucket_dir / name)
     events_of = {
         "trigger_to_preprocess": ("start", name),
-        "manifest_to_training": ("storage", f"runs/{status.run_id}/preprocess/_MANIFEST.json"),
+        "manifest_to_training": ("storage", manifest_name(status.run_id)),
         "training_to_deploy": ("job-events", training_kind(), status.job_ids.get("train", "")),
         "deploy_to_deployed": ("job-events", deploy_kind(), (operation or "").rsplit("/", 1)[-1]),
     }

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+from events.manifest import MANIFEST_NAME
 from events.run_request import parse_run_request
 from functions.config import Config
 from functions.platform import Platform
@@ -74,7 +75,7 @@ class PollingOrchestrator:
         jobs, models, storage, config = self.platform.jobs, self.platform.models, self.platform.storage, self.config
         base = f"{PREFIX}/{run_id}"
         labels = {LABEL: run_id}
-        run = PolledRun(run_id, manifest_name=f"{base}/preprocess/_MANIFEST.json")
+        run = PolledRun(run_id, manifest_name=f"{base}/preprocess/{MANIFEST_NAME}")
         deadline = time.monotonic() + self.timeout_s
 
         source = config.uri(parsed.source or config.default_source)

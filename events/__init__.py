@@ -2,7 +2,8 @@
 
 Typed parsing and building of what the chain's services exchange: CloudEvents data for Cloud
 Storage and Pub/Sub (`storage`, `pubsub`), run requests (`run_request`), run ids (`run_id`), run
-ledger records (`ledger`), Cloud Logging entries and the log-sink filters (`log_entries`,
-`log_filter`, `sink_filters`). Modules import only the standard library and, when a request is
+ledger records (`ledger`), the preprocessing manifest (`manifest`), Cloud Logging entries and the
+log-sink filters (`log_entries`, `sink_filters`). Where these live in the bucket is the run
+store's (`functions.run_store`). Modules import only the standard library and, when a request is
 validated, jsonschema, so Cloud Functions that import them start fast.
 """

@@ -1,8 +1,8 @@
 """The run ledger: append-only records of what happened to a run, and the fold that reads them.
 
-Each stage appends one JSON object per fact (`runs/<run_id>/events/<stamp>-<stage>.json`, stamp a
-fixed-width UTC time that sorts as text). Nothing is ever rewritten, so concurrent or redelivered
-functions cannot lose each other's records; `fold` turns whatever records exist, in any order, into
+Each stage appends one JSON object per fact (its object name, which sorts by time, is the run
+store's: `functions.run_store.ledger_name`). Nothing is ever rewritten, so concurrent or
+redelivered functions cannot lose each other's records; `fold` turns whatever records exist, in any order, into
 the run's current state and per-stage times.
 
 Run states and the transitions a run may take:
@@ -25,7 +25,6 @@ Folding rules:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,8 +32,8 @@ from enum import StrEnum
 from typing import Any
 
 from events.errors import InvalidEvent
-from events.run_id import is_run_id, run_prefix
-from events.timestamps import TimeLike, format_rfc3339, parse_sortable_stamp, sortable_stamp, to_utc
+from events.run_id import is_run_id
+from events.timestamps import format_rfc3339, to_utc
 
 LEDGER_FORMAT = "mlrelay.ledger/v1"
 
@@ -73,7 +72,6 @@ LEGAL_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.REJECTED: frozenset(),
     RunState.FAILED: frozenset(),
 }
-_OBJECT_NAME = re.compile(r"^runs/([^/]+)/events/(\d{8}T\d{6}\.\d{6}Z)-([a-z]+)\.json$")
 
 
 def is_legal_transition(old: RunState | None, new: RunState) -> bool:
@@ -134,11 +132,6 @@ class LedgerEvent:
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
-    @property
-    def object_name(self) -> str:
-        """Where the record lives in the bucket; names sort by time within a run."""
-        return ledger_object_name(self.run_id, self.time, self.stage)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": LEDGER_FORMAT,
@@ -186,29 +179,6 @@ class LedgerEvent:
 
 def _or_empty(value: Any) -> Any:
     return {} if value is None else value
-
-
-def ledger_prefix(run_id: str) -> str:
-    """`runs/<run_id>/events/`: list this prefix to read a run's ledger."""
-    return run_prefix(run_id) + "events/"
-
-
-def ledger_object_name(run_id: str, time: TimeLike, stage: str) -> str:
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}")
-    return f"{ledger_prefix(run_id)}{sortable_stamp(time)}-{stage}.json"
-
-
-def parse_ledger_object_name(name: str) -> tuple[str, datetime, str] | None:
-    """(run_id, time, stage) of a ledger object name, or None for any other object."""
-    match = _OBJECT_NAME.fullmatch(name)
-    if not match or not is_run_id(match.group(1)) or match.group(3) not in STAGES:
-        return None
-    try:
-        moment = parse_sortable_stamp(match.group(2))
-    except ValueError:
-        return None
-    return match.group(1), moment, match.group(3)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ class JobKind(StrEnum):
     VERTEX_DEPLOY_MODEL = "vertex_deploy_model"
 
 
-class Outcome(StrEnum):
+class JobOutcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -71,12 +71,12 @@ class Outcome(StrEnum):
 
 # Terminal values of the ml.googleapis.com/job_state label (legacy and JobState enum spellings).
 _VERTEX_STATE_OUTCOMES = {
-    "SUCCEEDED": Outcome.SUCCEEDED,
-    "JOB_STATE_SUCCEEDED": Outcome.SUCCEEDED,
-    "FAILED": Outcome.FAILED,
-    "JOB_STATE_FAILED": Outcome.FAILED,
-    "CANCELLED": Outcome.CANCELLED,
-    "JOB_STATE_CANCELLED": Outcome.CANCELLED,
+    "SUCCEEDED": JobOutcome.SUCCEEDED,
+    "JOB_STATE_SUCCEEDED": JobOutcome.SUCCEEDED,
+    "FAILED": JobOutcome.FAILED,
+    "JOB_STATE_FAILED": JobOutcome.FAILED,
+    "CANCELLED": JobOutcome.CANCELLED,
+    "JOB_STATE_CANCELLED": JobOutcome.CANCELLED,
 }
 VERTEX_TERMINAL_JOB_STATES = tuple(_VERTEX_STATE_OUTCOMES)
 _VERTEX_TERMINAL = re.compile(VERTEX_TERMINAL_REGEX)
@@ -172,7 +172,7 @@ class JobTerminal:
 
     kind: JobKind
     job_id: str
-    outcome: Outcome
+    outcome: JobOutcome
     message: str = ""
     job_name: str | None = None
     resource_name: str | None = None
@@ -205,9 +205,9 @@ def _classify_vertex(entry: LogEntry) -> JobTerminal | None:
             return None
         word = match.group(1)
         outcome = (
-            Outcome.SUCCEEDED if word == "completed successfully"
-            else Outcome.FAILED if word == "failed"
-            else Outcome.CANCELLED
+            JobOutcome.SUCCEEDED if word == "completed successfully"
+            else JobOutcome.FAILED if word == "failed"
+            else JobOutcome.CANCELLED
         )
     return JobTerminal(JobKind.VERTEX_CUSTOM_JOB, job_id, outcome, message,
                        timestamp=entry.timestamp, insert_id=entry.insert_id)
@@ -219,7 +219,7 @@ def _classify_dataflow(entry: LogEntry) -> JobTerminal | None:
     job_id = entry.resource_labels.get("job_id", "")
     if not job_id or not _DATAFLOW_FAILED.match(entry.message):
         return None
-    return JobTerminal(JobKind.DATAFLOW_JOB, job_id, Outcome.FAILED, entry.message,
+    return JobTerminal(JobKind.DATAFLOW_JOB, job_id, JobOutcome.FAILED, entry.message,
                        job_name=entry.resource_labels.get("job_name") or None,
                        timestamp=entry.timestamp, insert_id=entry.insert_id)
 
@@ -233,11 +233,11 @@ def _classify_deploy_audit(entry: LogEntry) -> JobTerminal | None:
     code = status.get("code", 0) if isinstance(status, Mapping) else 0
     message = status.get("message", "") if isinstance(status, Mapping) else ""
     if not code:
-        outcome = Outcome.SUCCEEDED
+        outcome = JobOutcome.SUCCEEDED
     elif code == RPC_CODE_CANCELLED:
-        outcome = Outcome.CANCELLED
+        outcome = JobOutcome.CANCELLED
     else:
-        outcome = Outcome.FAILED
+        outcome = JobOutcome.FAILED
     operation_id = operation.get("id")
     resource_name = payload.get("resourceName")
     return JobTerminal(

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 
-from events.errors import InvalidEvent
-from events.pubsub import GcsNotification, PubsubMessage, is_gcs_notification
 from events.timestamps import TimeLike, to_utc
 
 # Written without backslashes so the same text also serves in Cloud Logging filters.
 RUN_ID_REGEX = r"^run-([0-9]{8})-([0-9]{6})-([0-9a-f]{10})$"
 RUN_ID_PATTERN = re.compile(RUN_ID_REGEX)
-RUNS_PREFIX = "runs/"
 _HASH_CHARS = 10
 
 
@@ -62,46 +59,3 @@ def is_run_id(text: object) -> bool:
     except ValueError:
         return False
     return True
-
-
-def run_id_time(run_id: str) -> datetime:
-    """The UTC time a run id carries (to the second); ValueError for anything else."""
-    if not is_run_id(run_id):
-        raise ValueError(f"not a run id: {run_id[:80]!r}")
-    match = RUN_ID_PATTERN.fullmatch(run_id)
-    assert match is not None
-    return datetime.strptime(match.group(1) + match.group(2), "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
-
-
-def run_prefix(run_id: str) -> str:
-    """`runs/<run_id>/`, the bucket folder of one run."""
-    if not is_run_id(run_id):
-        raise ValueError(f"not a run id: {run_id[:80]!r}")
-    return f"{RUNS_PREFIX}{run_id}/"
-
-
-def run_id_from_object_name(name: str) -> str | None:
-    """The run an object belongs to (`runs/<run_id>/...`), or None for any other object."""
-    if not isinstance(name, str) or not name.startswith(RUNS_PREFIX):
-        return None
-    candidate, slash, rest = name[len(RUNS_PREFIX):].partition("/")
-    if not slash or not rest or not is_run_id(candidate):
-        return None
-    return candidate
-
-
-def run_id_for_start_message(message: PubsubMessage, topic: str) -> str:
-    """The run a message on the start topic begins.
-
-    A Cloud Storage notification (a trigger file uploaded under triggers/) names the run after the
-    object generation it reports, so the same upload gives the same run whichever message carries
-    it; any other message (scheduler, `gcloud pubsub topics publish`) after its own message id.
-    """
-    if is_gcs_notification(message.attributes):
-        notification = GcsNotification.from_attributes(message.attributes)
-        return run_id_for_trigger_object(
-            notification.bucket, notification.object_name, notification.generation, notification.event_time
-        )
-    if not message.message_id or not message.publish_time:
-        raise InvalidEvent("a start message needs its messageId and publishTime to name its run")
-    return run_id_for_message(topic, message.message_id, message.publish_time)

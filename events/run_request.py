@@ -125,10 +125,6 @@ class RunRequest:
     source: str | None
     seed: int | None
 
-    @property
-    def reads_bigquery(self) -> bool:
-        return self.source == SOURCE_BIGQUERY
-
     def to_dict(self) -> dict[str, Any]:
         """The request as its JSON object (camelCase keys); every key present but an unset source."""
         return {_CAMEL[key]: value for key, value in asdict(self).items() if value is not None}

@@ -25,10 +25,8 @@ def build_platform(config: Config) -> Platform:
         api = LocalApi(config.local_api)
         return Platform(
             storage=LocalStorage(Path(config.local_root) / config.bucket),
-            jobs=LocalJobs(api, config.project, config.region, config.bucket, config.training_image,
-                           config.trainer_package),
-            models=LocalModels(LocalApi(config.local_models_api), config.project, config.region,
-                               config.serving_image),
+            jobs=LocalJobs(api, config),
+            models=LocalModels(LocalApi(config.local_models_api), config),
         )
     if config.platform == "gcp":
         # The adapters import the Google clients on first use, not here (cold start).

@@ -67,10 +67,6 @@ class Config:
     serving_machine_type: str = "n1-standard-2"
     extra: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def bucket_uri(self) -> str:
-        return f"gs://{self.bucket}"
-
     def uri(self, name: str) -> str:
         """The gs:// URI of an object of the pipeline bucket."""
         return f"gs://{self.bucket}/{name}"

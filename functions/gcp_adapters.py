@@ -3,9 +3,9 @@
 Each adapter holds a real Google client (REST transport) that it makes on first use, never at
 import: importing the clients costs more than the rest of a function's cold start together
 (`google.cloud.aiplatform_v1` alone takes over a second), and a function that only ignores an
-event should not pay for it. The request bodies are the ones the local side sends
-(`functions.local_adapters.custom_job_body`, `upload_model_body`, `deploy_model_body`), turned
-into the client's messages from their REST JSON, so both sides launch the same work.
+event should not pay for it. The request bodies come from `functions.request_bodies`, the same
+builders the local side uses, turned into the client's messages from their REST JSON, so both
+sides send the same work.
 
 Errors are sorted as the design says (`platform_error`): 409 means the work exists already
 (`AlreadyExists`), 404 `NotFound`, 429 and 5xx (and network faults) `TransientError` so the event
@@ -19,14 +19,9 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from functions import request_bodies
+from functions.api_resources import operation_from_resource, training_job_from_resource
 from functions.config import Config
-from functions.local_adapters import (
-    custom_job_body,
-    deploy_model_body,
-    operation_from_resource,
-    training_job_from_resource,
-    upload_model_body,
-)
 from functions.platform import (
     AlreadyExists,
     DeployOperation,
@@ -199,6 +194,17 @@ class GcsStorage:
                                                   retry=self._retry(), timeout=CALL_TIMEOUT_S)
             return sorted(blob.name for blob in blobs)
 
+    def list_folders(self, prefix: str) -> list[str]:
+        with translated_errors(f"list {self._uri(prefix)}"):
+            # With a delimiter, the listing's prefixes are the "folders" directly under `prefix`.
+            # https://cloud.google.com/storage/docs/json_api/v1/objects/list (delimiter, prefixes)
+            pages = self._client.get().list_blobs(self.bucket_name, prefix=prefix or None, delimiter="/",
+                                                  retry=self._retry(), timeout=CALL_TIMEOUT_S)
+            folders: set[str] = set()
+            for page in pages.pages:
+                folders.update(page.prefixes)
+            return sorted(folders)
+
     def delete(self, name: str) -> None:
         blob = self._blob(name)
         try:
@@ -232,34 +238,9 @@ class DataflowJobs:
 
     def launch_request(self, run_id: str, source: str, out_uri: str, limit: int | None,
                        labels: dict[str, str]) -> dict:
-        """LaunchFlexTemplateRequest as REST JSON (project and location travel in the URL).
-
-        Reference: https://cloud.google.com/dataflow/docs/reference/rest/v1b3/projects.locations.flexTemplates/launch
-        and .../v1b3/projects.locations.flexTemplates/launch#FlexTemplateRuntimeEnvironment.
-        "bigquery" as the source is passed as it is: the pipeline reads the public natality table.
-        """
-        bucket = self.config.bucket_uri
-        parameters = {"source": source, "out": out_uri, "run_id": run_id}
-        if limit is not None:
-            parameters["limit"] = str(limit)
-        environment: dict = {
-            "maxWorkers": self.config.max_workers,
-            "tempLocation": f"{bucket}/tmp/",
-            "stagingLocation": f"{bucket}/tmp/staging/",
-            "additionalUserLabels": dict(labels),
-        }
-        if self.config.dataflow_service_account:
-            environment["serviceAccountEmail"] = self.config.dataflow_service_account
-        return {
-            "projectId": self.config.project,
-            "location": self.config.region,
-            "launchParameter": {
-                "jobName": run_id,
-                "containerSpecGcsPath": self.config.flex_template,
-                "parameters": parameters,
-                "environment": environment,
-            },
-        }
+        """LaunchFlexTemplateRequest as REST JSON: the launch body, with the URL's project and location."""
+        return {"projectId": self.config.project, "location": self.config.region,
+                **request_bodies.flex_template_launch(self.config, run_id, source, out_uri, limit, labels)}
 
     def launch_preprocess(self, run_id: str, source: str, out_uri: str, limit: int | None,
                           labels: dict[str, str]) -> JobRef:
@@ -296,9 +277,8 @@ class VertexJobs:
                         trainer_args: list[str], labels: dict[str, str]) -> JobRef:
         from google.cloud import aiplatform_v1
 
-        body = custom_job_body(run_id, manifest_uri, base_output_uri, trainer_args, labels,
-                               self.config.training_image, self.config.trainer_package,
-                               service_account=self.config.training_service_account)
+        body = request_bodies.custom_job(self.config, run_id, manifest_uri, base_output_uri, trainer_args,
+                                         labels)
         custom_job = aiplatform_v1.CustomJob.from_json(json.dumps(body))
         with translated_errors(f"create the training job of {run_id}"):
             job = self._client.get().create_custom_job(parent=self.parent, custom_job=custom_job,
@@ -345,24 +325,6 @@ class GcpJobs:
 # --- Vertex AI Model Registry and endpoint ------------------------------------------------------
 
 
-def dedicated_deploy_body(body: dict, machine_type: str) -> dict:
-    """`deploy_model_body` with dedicated serving resources in place of automatic ones.
-
-    A custom-trained model lists only DEDICATED_RESOURCES (and SHARED_RESOURCES) among its
-    supportedDeploymentResourcesTypes, so Vertex AI refuses automaticResources for it.
-    References: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/DedicatedResources and
-    .../v1/projects.locations.models#deploymentresourcestype
-    """
-    deployed = dict(body["deployedModel"])
-    automatic = deployed.pop("automaticResources", {}) or {}
-    deployed["dedicatedResources"] = {
-        "machineSpec": {"machineType": machine_type},
-        "minReplicaCount": automatic.get("minReplicaCount", 1),
-        "maxReplicaCount": automatic.get("maxReplicaCount", 1),
-    }
-    return {**body, "deployedModel": deployed}
-
-
 class VertexModels:
     """Model versions in the Vertex AI Model Registry, deployed to one endpoint."""
 
@@ -395,8 +357,8 @@ class VertexModels:
     def upload_version(self, model_name: str, artifact_uri: str, labels: dict[str, str]) -> ModelVersion:
         from google.cloud import aiplatform_v1
 
-        body = upload_model_body(self.parent, model_name, artifact_uri, labels, self.config.serving_image,
-                                 parent_exists=self._model_exists(model_name))
+        body = request_bodies.upload_model(self.config, model_name, artifact_uri, labels,
+                                           parent_exists=self._model_exists(model_name))
         request = aiplatform_v1.UploadModelRequest.from_json(json.dumps({"parent": self.parent, **body}))
         action = f"upload a version of model {model_name}"
         with translated_errors(action):
@@ -433,9 +395,8 @@ class VertexModels:
         client = self._endpoints.get()
         with translated_errors(f"get endpoint {endpoint_id}"):
             current = client.get_endpoint(name=endpoint, timeout=CALL_TIMEOUT_S)
-        body = dedicated_deploy_body(
-            deploy_model_body(version, display_name, traffic_percent, dict(current.traffic_split)),
-            self.config.serving_machine_type)
+        body = request_bodies.deploy_model(self.config, version, display_name, traffic_percent,
+                                           dict(current.traffic_split))
         request = aiplatform_v1.DeployModelRequest.from_json(json.dumps({"endpoint": endpoint, **body}))
         with translated_errors(f"deploy {version.versioned_name} to endpoint {endpoint_id}"):
             operation = client.deploy_model(request=request, timeout=CALL_TIMEOUT_S)

@@ -17,15 +17,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from functions.platform import (
-    AlreadyExists,
-    DeployOperation,
-    JobRef,
-    ModelVersion,
-    NotFound,
-    TrainingJob,
-    TransientError,
-)
+from functions import request_bodies
+from functions.api_resources import operation_from_resource, training_job_from_resource
+from functions.config import Config
+from functions.platform import AlreadyExists, DeployOperation, JobRef, ModelVersion, NotFound, TrainingJob, TransientError
 
 # A write is staged beside its object, under a hidden name with this suffix, and renamed into
 # place: a rename within one directory reaches the local cloud's watcher as one paired event at
@@ -103,6 +98,13 @@ class LocalStorage:
                 names.append(name)
         return sorted(names)
 
+    def list_folders(self, prefix: str) -> list[str]:
+        """The "folders" directly under `prefix` (ending in "/"), as a delimiter listing gives them."""
+        base = self.root / prefix
+        if not prefix.endswith("/") or not base.is_dir():
+            return []
+        return sorted(f"{prefix}{path.name}/" for path in base.iterdir() if path.is_dir())
+
     def delete(self, name: str) -> None:
         try:
             self._path(name).unlink()
@@ -150,37 +152,18 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
 class LocalJobs:
     """Dataflow Flex Template launches and Vertex AI CustomJobs against the local cloud."""
 
-    def __init__(self, api: LocalApi, project: str, region: str, bucket: str, training_image: str,
-                 trainer_package: str):
+    def __init__(self, api: LocalApi, config: Config):
         self.api = api
-        self.parent = f"projects/{project}/locations/{region}"
-        self.project, self.region, self.bucket = project, region, bucket
-        self.training_image = training_image
-        self.trainer_package = trainer_package
+        self.config = config
+        self.parent = request_bodies.location_parent(config)
 
     def launch_preprocess(self, run_id, source, out_uri, limit, labels) -> JobRef:
-        parameters = {"source": source, "out": out_uri, "run_id": run_id}
-        if limit is not None:
-            parameters["limit"] = str(limit)
-        body = {
-            "launchParameter": {
-                "jobName": run_id,
-                "containerSpecGcsPath": f"gs://{self.bucket}/packages/preprocess-template.json",
-                "parameters": parameters,
-                "environment": {
-                    "tempLocation": f"gs://{self.bucket}/tmp/",
-                    "stagingLocation": f"gs://{self.bucket}/tmp/staging/",
-                    "additionalUserLabels": labels,
-                },
-            }
-        }
-        job = self.api.call("POST", f"/v1b3/projects/{self.project}/locations/{self.region}/flexTemplates:launch",
-                            body)["job"]
+        body = request_bodies.flex_template_launch(self.config, run_id, source, out_uri, limit, labels)
+        job = self.api.call("POST", f"/v1b3/{self.parent}/flexTemplates:launch", body)["job"]
         return JobRef(job_id=job["id"], name=job["name"], kind="preprocess")
 
     def launch_training(self, run_id, manifest_uri, base_output_uri, trainer_args, labels) -> JobRef:
-        body = custom_job_body(run_id, manifest_uri, base_output_uri, trainer_args, labels,
-                               self.training_image, self.trainer_package, service_account="")
+        body = request_bodies.custom_job(self.config, run_id, manifest_uri, base_output_uri, trainer_args, labels)
         job = self.api.call("POST", f"/v1/{self.parent}/customJobs", body)
         return JobRef(job_id=job["name"].rsplit("/", 1)[-1], name=job["name"], kind="training")
 
@@ -194,56 +177,17 @@ class LocalJobs:
         return training_job_from_resource(job)
 
 
-def custom_job_body(run_id: str, manifest_uri: str, base_output_uri: str, trainer_args: list[str],
-                    labels: dict[str, str], image: str, package_uri: str, service_account: str) -> dict:
-    """A Vertex AI CustomJob resource (REST v1) running the trainer package.
-
-    Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/CustomJob and
-    .../v1/CustomJobSpec (workerPoolSpecs[].pythonPackageSpec, baseOutputDirectory.outputUriPrefix).
-    """
-    spec: dict = {
-        "workerPoolSpecs": [
-            {
-                "machineSpec": {"machineType": "n1-standard-4"},
-                "replicaCount": "1",
-                "pythonPackageSpec": {
-                    "executorImageUri": image,
-                    "packageUris": [package_uri] if package_uri else [],
-                    "pythonModule": "trainer.task",
-                    "args": ["--manifest", manifest_uri, *trainer_args],
-                },
-            }
-        ],
-        "baseOutputDirectory": {"outputUriPrefix": base_output_uri},
-    }
-    if service_account:
-        spec["serviceAccount"] = service_account
-    return {"displayName": f"train-{run_id}", "jobSpec": spec, "labels": labels}
-
-
-def training_job_from_resource(job: dict) -> TrainingJob:
-    spec = job.get("jobSpec", {})
-    return TrainingJob(
-        job_id=job["name"].rsplit("/", 1)[-1],
-        name=job["name"],
-        state=job.get("state", "JOB_STATE_UNSPECIFIED"),
-        labels=dict(job.get("labels", {})),
-        base_output_uri=spec.get("baseOutputDirectory", {}).get("outputUriPrefix", ""),
-        error=(job.get("error") or {}).get("message", ""),
-    )
-
-
 class LocalModels:
     """Vertex AI Model Registry and Endpoint REST calls against the local cloud."""
 
-    def __init__(self, api: LocalApi, project: str, region: str, serving_image: str):
+    def __init__(self, api: LocalApi, config: Config):
         self.api = api
-        self.parent = f"projects/{project}/locations/{region}"
-        self.serving_image = serving_image
+        self.config = config
+        self.parent = request_bodies.location_parent(config)
 
     def upload_version(self, model_name, artifact_uri, labels) -> ModelVersion:
-        body = upload_model_body(self.parent, model_name, artifact_uri, labels, self.serving_image,
-                                 parent_exists=self._model_exists(model_name))
+        body = request_bodies.upload_model(self.config, model_name, artifact_uri, labels,
+                                           parent_exists=self._model_exists(model_name))
         op = self.api.call("POST", f"/v1/{self.parent}/models:upload", body)
         response = op.get("response", {})
         return ModelVersion(model=response["model"], version_id=str(response["modelVersionId"]))
@@ -268,71 +212,10 @@ class LocalModels:
     def start_deploy(self, version, endpoint_id, traffic_percent, display_name) -> DeployOperation:
         endpoint = f"{self.parent}/endpoints/{endpoint_id}"
         current = self.api.call("GET", f"/v1/{endpoint}")
-        body = deploy_model_body(version, display_name, traffic_percent, current.get("trafficSplit", {}))
+        body = request_bodies.deploy_model(self.config, version, display_name, traffic_percent,
+                                           current.get("trafficSplit", {}))
         op = self.api.call("POST", f"/v1/{endpoint}:deployModel", body)
         return operation_from_resource(op)
 
     def get_operation(self, name: str) -> DeployOperation:
         return operation_from_resource(self.api.call("GET", f"/v1/{name}"))
-
-
-def upload_model_body(parent: str, model_name: str, artifact_uri: str, labels: dict[str, str],
-                      serving_image: str, parent_exists: bool) -> dict:
-    """UploadModelRequest: a new version of `model_name` when it exists, else the model itself.
-
-    Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models/upload
-    (`parentModel` makes the upload a new version; `modelId` names a new model).
-    """
-    body: dict = {
-        "model": {
-            "displayName": model_name,
-            "artifactUri": artifact_uri,
-            "containerSpec": {"imageUri": serving_image},
-            "labels": labels,
-        }
-    }
-    if parent_exists:
-        body["parentModel"] = f"{parent}/models/{model_name}"
-    else:
-        body["modelId"] = model_name
-    return body
-
-
-def deploy_model_body(version: ModelVersion, display_name: str, traffic_percent: int,
-                      current_split: dict[str, int]) -> dict:
-    """DeployModelRequest with the traffic split: the new model ("0") takes `traffic_percent`, the
-    models serving now share the rest in proportion to what they had.
-
-    Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.endpoints/deployModel
-    """
-    split = {"0": traffic_percent}
-    rest = 100 - traffic_percent
-    serving = {k: v for k, v in current_split.items() if v > 0}
-    total = sum(serving.values())
-    if rest and total:
-        shares = {k: rest * v // total for k, v in serving.items()}
-        first = next(iter(shares))
-        shares[first] += rest - sum(shares.values())
-        split.update(shares)
-    for k in current_split:
-        split.setdefault(k, 0)
-    return {
-        "deployedModel": {
-            "model": version.versioned_name,
-            "displayName": display_name,
-            "automaticResources": {"minReplicaCount": 1, "maxReplicaCount": 1},
-        },
-        "trafficSplit": split,
-    }
-
-
-def operation_from_resource(op: dict) -> DeployOperation:
-    error = op.get("error") or {}
-    response = op.get("response") or {}
-    return DeployOperation(
-        name=op["name"],
-        done=bool(op.get("done")),
-        error=error.get("message", ""),
-        deployed_model_id=str(response.get("deployedModel", {}).get("id", "")),
-        response=response,
-    )

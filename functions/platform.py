@@ -86,6 +86,9 @@ class Storage(Protocol):
     def list(self, prefix: str) -> list[str]:
         """Object names under a prefix, sorted."""
 
+    def list_folders(self, prefix: str) -> list[str]:
+        """The names ending in "/" directly under a prefix that ends in "/" (a delimiter listing)."""
+
     def delete(self, name: str) -> None: ...
 
 

@@ -20,10 +20,10 @@ from watchdog.observers.inotify import InotifyObserver
 
 from events.ledger import LedgerEvent, RunStatus
 from events.log_entries import JobKind, classify
-from events.run_id import RUNS_PREFIX
 from events.timestamps import parse_rfc3339
 from functions.local_adapters import LocalStorage, is_staging_name
-from mlrelay.runs import ledger_events, run_request_origin, run_statuses
+from functions.platform import NotFound
+from functions.run_store import RUNS_PREFIX, RunStore, ledger_prefix, manifest_name, run_prefix
 
 SAMPLE_INSTANCES = [
     {"is_male": "True", "mother_age": 26.0, "plurality": "Single(1)", "gestation_weeks": 39.0},
@@ -63,17 +63,6 @@ def ensure_sample(bucket_dir: Path, rows: int, seed: int = 0) -> dict:
     return write_sample(data_dir, rows=rows, seed=seed)
 
 
-def find_run_for_trigger(storage: LocalStorage, trigger_uri: str) -> str | None:
-    """The run a trigger file started, from the request.json each run keeps (newest runs first)."""
-    runs = storage.root / RUNS_PREFIX
-    try:
-        run_ids = sorted((entry.name for entry in os.scandir(runs) if entry.is_dir()), reverse=True)
-    except FileNotFoundError:
-        return None
-    return next((run_id for run_id in run_ids if run_request_origin(storage, run_id).get("object") == trigger_uri),
-                None)
-
-
 class _LedgerWatch:
     """File-system events that may mean a run's ledger changed, watching as little as it can.
 
@@ -83,14 +72,15 @@ class _LedgerWatch:
     output and other runs wake nobody. Every watch is on one directory; none is recursive.
     """
 
-    def __init__(self, runs_dir: Path):
+    def __init__(self, bucket_dir: Path):
         self.changed = _Changed()
-        self._runs_dir = runs_dir
+        self._bucket_dir = bucket_dir
+        self._runs_dir = bucket_dir / RUNS_PREFIX
         self._observer = InotifyObserver()
         self._watches: dict[Path, object] = {}
         self._narrowed = False
         self._observer.start()
-        self._watch(runs_dir)
+        self._watch(self._runs_dir)
         self.watch_new_runs()
 
     def _watch(self, directory: Path) -> None:
@@ -111,8 +101,8 @@ class _LedgerWatch:
                 self._watch(Path(entry.path))
 
     def narrow_to(self, run_id: str) -> None:
-        run_dir = self._runs_dir / run_id
-        target = run_dir / "events" if (run_dir / "events").is_dir() else run_dir
+        events_dir = self._bucket_dir / ledger_prefix(run_id)
+        target = events_dir if events_dir.is_dir() else self._bucket_dir / run_prefix(run_id)
         if self._narrowed and target in self._watches:
             return
         for directory, watch in list(self._watches.items()):
@@ -127,24 +117,23 @@ class _LedgerWatch:
         self._observer.join(timeout=5)
 
 
-def follow_run(bucket_dir: Path, storage: LocalStorage, trigger_uri: str, timeout_s: float,
+def follow_run(bucket_dir: Path, runs: RunStore, trigger_uri: str, timeout_s: float,
                show) -> RunStatus | None:
     """Wait for the trigger's run to end, redrawing progress whenever its ledger changes."""
-    runs_dir = bucket_dir / RUNS_PREFIX
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    watch = _LedgerWatch(runs_dir)
+    (bucket_dir / RUNS_PREFIX).mkdir(parents=True, exist_ok=True)
+    watch = _LedgerWatch(bucket_dir)
     deadline = time.monotonic() + timeout_s
     run_id = None
     status = None
     try:
         while time.monotonic() < deadline:
             watch.changed.flag.clear()
-            run_id = run_id or find_run_for_trigger(storage, trigger_uri)
+            run_id = run_id or runs.find_run_for_trigger(trigger_uri)
             if run_id is None:
                 watch.watch_new_runs()
             else:
                 watch.narrow_to(run_id)
-                statuses = run_statuses(storage, run_id)
+                statuses = runs.statuses(run_id)
                 status = statuses[0] if statuses else None
             show(run_id, status)
             if status is not None and status.terminal:
@@ -170,9 +159,9 @@ def _mtime(path: Path) -> datetime | None:
         return None
 
 
-def run_records(storage: LocalStorage, run_id: str) -> list[LedgerEvent]:
+def run_records(runs: RunStore, run_id: str) -> list[LedgerEvent]:
     """A run's ledger records in time order."""
-    return sorted(ledger_events(storage, run_id).get(run_id, []), key=lambda event: event.time)
+    return sorted(runs.ledger(run_id).get(run_id, []), key=lambda event: event.time)
 
 
 def state_times(events: list[LedgerEvent]) -> dict[str, datetime]:
@@ -210,7 +199,7 @@ def handoff_latencies(root: Path, bucket_dir: Path, status: RunStatus, events: l
             deploy_end = parse_rfc3339(terminal.timestamp)  # this run's own deploy, not another's
     causes = {
         "trigger_to_preprocess": (_mtime(trigger_path), records.get("preprocessing")),
-        "manifest_to_training": (_mtime(bucket_dir / f"runs/{status.run_id}/preprocess/_MANIFEST.json"),
+        "manifest_to_training": (_mtime(bucket_dir / manifest_name(status.run_id)),
                                  records.get("training")),
         "training_to_deploy": (train_end, records.get("deploying")),
         "deploy_to_deployed": (deploy_end, records.get("deployed")),
@@ -238,10 +227,10 @@ def run_demo(root: Path, rows: int, as_json: bool, timeout_s: float = 900.0, req
     try:
         cloud.start()
         print(f"  local cloud ready in {cloud.ready_s:.2f} s (functions, broker, jobs, endpoint)", file=out)
-        storage = LocalStorage(bucket_dir)
+        runs = RunStore(LocalStorage(bucket_dir), settings.config.bucket)
         body = {"source": "data/natality.parquet", "limit": rows, **(request or {})}
         trigger_name = f"triggers/demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.json"
-        storage.write(trigger_name, json.dumps(body).encode())
+        runs.storage.write(trigger_name, json.dumps(body).encode())
         trigger_uri = f"gs://{settings.config.bucket}/{trigger_name}"
         print(f"  uploaded {trigger_uri}", file=out)
         last = [None]
@@ -255,10 +244,10 @@ def run_demo(root: Path, rows: int, as_json: bool, timeout_s: float = 900.0, req
                 print(line, file=out, flush=True)
             last[0] = line.split(": ")[-1]
 
-        status = follow_run(bucket_dir, storage, trigger_uri, timeout_s, show)
+        status = follow_run(bucket_dir, runs, trigger_uri, timeout_s, show)
         if tty:
             print(file=out)
-        summary = summarize(cloud, storage, bucket_dir, status, trigger_name, rows)
+        summary = summarize(cloud, runs, bucket_dir, status, trigger_name, rows)
         summary["wall_s"] = round(time.monotonic() - began, 2)
         summary["sample_s"] = round(sample_s, 2)
         summary["local_cloud_ready_s"] = round(cloud.ready_s or 0, 3)
@@ -271,16 +260,16 @@ def run_demo(root: Path, rows: int, as_json: bool, timeout_s: float = 900.0, req
     return 0 if summary.get("state") == "deployed" else 1
 
 
-def summarize(cloud, storage: LocalStorage, bucket_dir: Path, status: RunStatus | None, trigger_name: str,
+def summarize(cloud, runs: RunStore, bucket_dir: Path, status: RunStatus | None, trigger_name: str,
               rows: int) -> dict:
     if status is None:
         return {"run_id": None, "state": "timeout", "stages": {}, "handoffs_ms": {}, "rows": None,
                 "eval_rmse": None, "bayes_floor": None, "model_version": None,
                 "endpoint": cloud.endpoint_url, "predictions": []}
     run_id = status.run_id
-    events = run_records(storage, run_id)
-    manifest = _read_json(storage, f"runs/{run_id}/preprocess/_MANIFEST.json")
-    metrics = _read_json(storage, f"runs/{run_id}/train/metrics.json")
+    events = run_records(runs, run_id)
+    manifest = _manifest(runs, run_id)
+    metrics = runs.read_metrics(run_id)
     model_version = None
     for event in events:
         model_version = event.details.get("model_version", model_version)
@@ -313,11 +302,13 @@ def summarize(cloud, storage: LocalStorage, bucket_dir: Path, status: RunStatus 
     }
 
 
-def _read_json(storage: LocalStorage, name: str) -> dict:
+def _manifest(runs: RunStore, run_id: str) -> dict:
+    """The run's manifest, or {} when the run ended before it had a readable one."""
     try:
-        return json.loads(storage.read(name))
-    except Exception:
+        manifest = runs.read_manifest(run_id)
+    except (NotFound, ValueError):
         return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def format_summary(summary: dict) -> str:

@@ -6,7 +6,7 @@ Three kinds of source, marked on each figure:
 [FITTED]   fitted on the 31,508 real rows by the project's own tool
            ``python -m natality_sample.fit natality_real_rows.csv``, which prints each
            fitted figure next to the value stored here and flags any difference
-           (tests/test_natality_sample.py runs it when the real rows are present).
+           (tests/natality_sample/test_natality_sample.py runs it when the real rows are present).
 [DESIGN]   a choice the real rows cannot settle (too few rows, or information the
            published rows do not carry), with the reasoning beside it.
 

@@ -32,14 +32,6 @@ class DataSpec:
     run_id: str | None = None
     sample: Mapping[str, Any] | None = None
 
-    @property
-    def sample_generator(self) -> str | None:
-        """The name of the synthetic-data generator, or None for real data."""
-        if not self.sample:
-            return None
-        generator = self.sample.get("generator")
-        return generator if isinstance(generator, str) else None
-
 
 _SHARD_NAME = re.compile(r"^(?P<split>train|eval)\.csv-(?P<index>\d{5})-of-(?P<count>\d{5})$")
 

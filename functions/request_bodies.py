@@ -1,0 +1,140 @@
+"""The REST bodies of every request the chain sends to Dataflow and Vertex AI, built once.
+
+Both sides of each platform interface send these very bodies: the Google Cloud adapters turn them
+into the client library's messages (`Message.from_json`), the local adapters POST them to the
+local cloud, so the local chain receives exactly what the cloud would. Each builder cites the
+reference page of its request.
+"""
+from __future__ import annotations
+
+from functions.config import Config
+from functions.platform import ModelVersion
+
+# Where the Flex Template spec lives when the configuration names none (the local cloud has no
+# template to read; deploy.sh uploads the real one and sets MLRELAY_FLEX_TEMPLATE).
+DEFAULT_TEMPLATE_NAME = "packages/preprocess-template.json"
+TRAINER_MODULE = "trainer.task"
+TRAINING_MACHINE_TYPE = "n1-standard-4"
+
+
+def location_parent(config: Config) -> str:
+    return f"projects/{config.project}/locations/{config.region}"
+
+
+def flex_template_launch(config: Config, run_id: str, source: str, out_uri: str, limit: int | None,
+                         labels: dict[str, str]) -> dict:
+    """The body of projects.locations.flexTemplates.launch (project and location are in the URL).
+
+    Reference: https://cloud.google.com/dataflow/docs/reference/rest/v1b3/projects.locations.flexTemplates/launch
+    and .../v1b3/projects.locations.flexTemplates/launch#FlexTemplateRuntimeEnvironment.
+    The run id is the job name: Dataflow refuses a second active job of one name. "bigquery" as
+    the source is passed as it is: the pipeline then reads the public natality table.
+    """
+    parameters = {"source": source, "out": out_uri, "run_id": run_id}
+    if limit is not None:
+        parameters["limit"] = str(limit)
+    environment: dict = {
+        "maxWorkers": config.max_workers,
+        "tempLocation": config.uri("tmp/"),
+        "stagingLocation": config.uri("tmp/staging/"),
+        "additionalUserLabels": dict(labels),
+    }
+    if config.dataflow_service_account:
+        environment["serviceAccountEmail"] = config.dataflow_service_account
+    return {
+        "launchParameter": {
+            "jobName": run_id,
+            "containerSpecGcsPath": config.flex_template or config.uri(DEFAULT_TEMPLATE_NAME),
+            "parameters": parameters,
+            "environment": environment,
+        }
+    }
+
+
+def custom_job(config: Config, run_id: str, manifest_uri: str, base_output_uri: str,
+               trainer_args: list[str], labels: dict[str, str]) -> dict:
+    """A Vertex AI CustomJob resource (REST v1) running the trainer package.
+
+    Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/CustomJob and
+    .../v1/CustomJobSpec (workerPoolSpecs[].pythonPackageSpec, baseOutputDirectory.outputUriPrefix).
+    """
+    spec: dict = {
+        "workerPoolSpecs": [
+            {
+                "machineSpec": {"machineType": TRAINING_MACHINE_TYPE},
+                "replicaCount": "1",
+                "pythonPackageSpec": {
+                    "executorImageUri": config.training_image,
+                    "packageUris": [config.trainer_package] if config.trainer_package else [],
+                    "pythonModule": TRAINER_MODULE,
+                    "args": ["--manifest", manifest_uri, *trainer_args],
+                },
+            }
+        ],
+        "baseOutputDirectory": {"outputUriPrefix": base_output_uri},
+    }
+    if config.training_service_account:
+        spec["serviceAccount"] = config.training_service_account
+    return {"displayName": f"train-{run_id}", "jobSpec": spec, "labels": dict(labels)}
+
+
+def upload_model(config: Config, model_name: str, artifact_uri: str, labels: dict[str, str],
+                 parent_exists: bool) -> dict:
+    """UploadModelRequest: a new version of `model_name` when it exists, else the model itself.
+
+    Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models/upload
+    (`parentModel` makes the upload a new version; `modelId` names a new model).
+    """
+    body: dict = {
+        "model": {
+            "displayName": model_name,
+            "artifactUri": artifact_uri,
+            "containerSpec": {"imageUri": config.serving_image},
+            "labels": dict(labels),
+        }
+    }
+    if parent_exists:
+        body["parentModel"] = f"{location_parent(config)}/models/{model_name}"
+    else:
+        body["modelId"] = model_name
+    return body
+
+
+def traffic_split_with(traffic_percent: int, current_split: dict[str, int]) -> dict[str, int]:
+    """The endpoint's split once a new model ("0") takes `traffic_percent`: the models serving now
+    share the rest in proportion to what they had, and every other deployed model keeps 0."""
+    split = {"0": traffic_percent}
+    rest = 100 - traffic_percent
+    serving = {k: v for k, v in current_split.items() if v > 0}
+    total = sum(serving.values())
+    if rest and total:
+        shares = {k: rest * v // total for k, v in serving.items()}
+        first = next(iter(shares))
+        shares[first] += rest - sum(shares.values())
+        split.update(shares)
+    for k in current_split:
+        split.setdefault(k, 0)
+    return split
+
+
+def deploy_model(config: Config, version: ModelVersion, display_name: str, traffic_percent: int,
+                 current_split: dict[str, int]) -> dict:
+    """DeployModelRequest (the endpoint is in the URL) with dedicated resources and the split.
+
+    A custom-trained model lists only DEDICATED_RESOURCES (and SHARED_RESOURCES) among its
+    supportedDeploymentResourcesTypes, so Vertex AI refuses automaticResources for it.
+    References: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.endpoints/deployModel,
+    .../v1/DedicatedResources and .../v1/projects.locations.models#deploymentresourcestype
+    """
+    return {
+        "deployedModel": {
+            "model": version.versioned_name,
+            "displayName": display_name,
+            "dedicatedResources": {
+                "machineSpec": {"machineType": config.serving_machine_type},
+                "minReplicaCount": 1,
+                "maxReplicaCount": 1,
+            },
+        },
+        "trafficSplit": traffic_split_with(traffic_percent, current_split),
+    }

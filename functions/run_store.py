@@ -1,0 +1,236 @@
+"""The run store: the one owner of the pipeline bucket's layout.
+
+Every object name the chain reads or writes is made here, and every read and write of a run goes
+through `RunStore`: the functions, the command line and the benchmarks alike. The layout
+(design.md, "Bucket layout"):
+
+    triggers/<name>.json                        trigger files uploaded by users
+    runs/<run_id>/request.json                  the validated request and its origin (create-only)
+    runs/<run_id>/events/<stamp>-<stage>.json   the run ledger, append-only
+    runs/<run_id>/<stage>/_LAUNCHED             a stage's launch marker (functions.claim)
+    runs/<run_id>/preprocess/...                CSV shards, then _MANIFEST.json
+    runs/<run_id>/train/                        the CustomJob's base output: model/, metrics.json
+    runs/<run_id>/deploy/_DEPLOYED              the run's deployment, recorded once
+    deployments/<operation>.json                which run a deploy operation belongs to
+
+The path functions are pure, so an entry point can tell a manifest from any other object of the
+bucket without I/O.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from events.errors import InvalidEvent
+from events.ledger import STAGES, LedgerEvent, RunStatus, fold
+from events.manifest import MANIFEST_NAME
+from events.run_id import is_run_id
+from events.run_request import RunRequest, parse_run_request
+from events.timestamps import TimeLike, parse_sortable_stamp, sortable_stamp
+from functions.platform import NotFound, Storage
+
+TRIGGER_PREFIX = "triggers/"
+RUNS_PREFIX = "runs/"
+DEPLOYMENTS_PREFIX = "deployments/"
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_METRICS_BYTES = 1 << 20
+
+_LEDGER_NAME = re.compile(r"^runs/([^/]+)/events/(\d{8}T\d{6}\.\d{6}Z)-([a-z]+)\.json$")
+_MANIFEST_NAME = re.compile(r"^runs/([^/]+)/preprocess/" + re.escape(MANIFEST_NAME) + "$")
+
+
+# --- names ----------------------------------------------------------------------------------------
+
+
+def run_prefix(run_id: str) -> str:
+    """`runs/<run_id>/`, the folder of one run; ValueError for anything but a run id."""
+    if not is_run_id(run_id):
+        raise ValueError(f"not a run id: {run_id[:80]!r}")
+    return f"{RUNS_PREFIX}{run_id}/"
+
+
+def is_trigger_name(name: str) -> bool:
+    return name.startswith(TRIGGER_PREFIX)
+
+
+def request_name(run_id: str) -> str:
+    return run_prefix(run_id) + "request.json"
+
+
+def ledger_prefix(run_id: str) -> str:
+    """`runs/<run_id>/events/`: list it to read a run's ledger."""
+    return run_prefix(run_id) + "events/"
+
+
+def ledger_name(run_id: str, time: TimeLike, stage: str) -> str:
+    """Where a ledger record lives; names sort by time within a run."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    return f"{ledger_prefix(run_id)}{sortable_stamp(time)}-{stage}.json"
+
+
+def parse_ledger_name(name: str) -> tuple[str, datetime, str] | None:
+    """(run_id, time, stage) of a ledger object name, or None for any other object."""
+    match = _LEDGER_NAME.fullmatch(name)
+    if not match or not is_run_id(match.group(1)) or match.group(3) not in STAGES:
+        return None
+    try:
+        moment = parse_sortable_stamp(match.group(2))
+    except ValueError:
+        return None
+    return match.group(1), moment, match.group(3)
+
+
+def preprocess_prefix(run_id: str) -> str:
+    return run_prefix(run_id) + "preprocess/"
+
+
+def manifest_name(run_id: str) -> str:
+    return preprocess_prefix(run_id) + MANIFEST_NAME
+
+
+def manifest_run_id(name: str) -> str | None:
+    """The run whose preprocessing manifest this object is, else None (no I/O)."""
+    match = _MANIFEST_NAME.fullmatch(name) if isinstance(name, str) else None
+    return match.group(1) if match and is_run_id(match.group(1)) else None
+
+
+def train_prefix(run_id: str) -> str:
+    """The training job's base output directory (AIP_MODEL_DIR is its model/)."""
+    return run_prefix(run_id) + "train/"
+
+
+def metrics_name(run_id: str) -> str:
+    return train_prefix(run_id) + "metrics.json"
+
+
+def launch_marker_name(run_id: str, stage: str) -> str:
+    if stage not in ("preprocess", "train", "deploy"):
+        raise ValueError(f"stage {stage!r} launches nothing")
+    return f"{run_prefix(run_id)}{stage}/_LAUNCHED"
+
+
+def deployed_marker_name(run_id: str) -> str:
+    return run_prefix(run_id) + "deploy/_DEPLOYED"
+
+
+def deployment_index_name(operation_name: str) -> str:
+    """The index entry of a deploy operation (`.../operations/<id>`), keyed by its id."""
+    return f"{DEPLOYMENTS_PREFIX}{operation_name.rsplit('/', 1)[-1]}.json"
+
+
+# --- the store ------------------------------------------------------------------------------------
+
+
+class RunStore:
+    """Runs in the pipeline bucket, read and written through the storage port."""
+
+    def __init__(self, storage: Storage, bucket: str):
+        self.storage = storage
+        self.bucket = bucket
+
+    def uri(self, name: str) -> str:
+        return f"gs://{self.bucket}/{name}"
+
+    # the request
+
+    def create_request(self, run_id: str, document: dict[str, Any]) -> bool:
+        """Write request.json once; False when the run exists already (a redelivery)."""
+        return self.storage.create(request_name(run_id), json.dumps(document, indent=2).encode())
+
+    def has_run(self, run_id: str) -> bool:
+        return self.storage.exists(request_name(run_id))
+
+    def request_document(self, run_id: str) -> dict[str, Any]:
+        """request.json as written; NotFound when the run has none, ValueError when unreadable."""
+        document = json.loads(self.storage.read(request_name(run_id)))
+        if not isinstance(document, dict):
+            raise ValueError(f"{request_name(run_id)} is not a JSON object")
+        return document
+
+    def read_request(self, run_id: str) -> RunRequest:
+        """The validated request the run was started with."""
+        return parse_run_request(json.dumps(self.request_document(run_id)["request"]))
+
+    def request_origin(self, run_id: str) -> dict[str, Any]:
+        """Where the run came from (trigger file or message), or {} when that cannot be read."""
+        try:
+            origin = self.request_document(run_id).get("origin")
+        except (NotFound, ValueError):
+            return {}
+        return origin if isinstance(origin, dict) else {}
+
+    def run_ids(self) -> list[str]:
+        """Every run of the bucket, oldest first (run ids sort by time)."""
+        folders = (folder[len(RUNS_PREFIX):].rstrip("/") for folder in self.storage.list_folders(RUNS_PREFIX))
+        return sorted(run_id for run_id in folders if is_run_id(run_id))
+
+    def find_run_for_trigger(self, trigger_uri: str) -> str | None:
+        """The run a trigger file (gs://bucket/triggers/...) started, if it has started one."""
+        return next((run_id for run_id in reversed(self.run_ids())
+                     if self.request_origin(run_id).get("object") == trigger_uri), None)
+
+    # trigger files
+
+    def read_trigger(self, name: str, max_bytes: int) -> bytes:
+        """A trigger file's bytes; NotFound, or ValueError when it is larger than max_bytes."""
+        if not is_trigger_name(name):
+            raise ValueError(f"{name!r} is not a trigger file")
+        return self.storage.read(name, max_bytes=max_bytes)
+
+    # the ledger
+
+    def append(self, event: LedgerEvent) -> None:
+        self.storage.write(ledger_name(event.run_id, event.time, event.stage), event.to_json())
+
+    def ledger(self, run_id: str | None = None) -> dict[str, list[LedgerEvent]]:
+        """Every readable ledger record (of every run, or of one), grouped by run id."""
+        grouped: dict[str, list[LedgerEvent]] = {}
+        for name in self.storage.list(ledger_prefix(run_id) if run_id else RUNS_PREFIX):
+            if parse_ledger_name(name) is None:
+                continue
+            try:
+                event = LedgerEvent.from_json(self.storage.read(name))
+            except (NotFound, InvalidEvent):
+                continue
+            grouped.setdefault(event.run_id, []).append(event)
+        return grouped
+
+    def statuses(self, run_id: str | None = None) -> list[RunStatus]:
+        """Runs folded from their ledgers, oldest first."""
+        folded = [fold(events) for events in self.ledger(run_id).values()]
+        return sorted(folded, key=lambda status: status.started)
+
+    # stage outputs
+
+    def read_manifest(self, run_id: str) -> Any:
+        """The run's manifest, parsed; NotFound, or ValueError when it is not JSON."""
+        return json.loads(self.storage.read(manifest_name(run_id), max_bytes=MAX_MANIFEST_BYTES))
+
+    def read_metrics(self, run_id: str) -> dict[str, Any]:
+        """metrics.json the trainer wrote, or {} when there is none to read."""
+        try:
+            metrics = json.loads(self.storage.read(metrics_name(run_id), max_bytes=MAX_METRICS_BYTES))
+        except (NotFound, ValueError):
+            return {}
+        return metrics if isinstance(metrics, dict) else {}
+
+    # deployments
+
+    def index_deployment(self, operation_name: str, run_id: str, model_version: str) -> None:
+        """Remember which run a deploy operation belongs to: its end arrives as a log line."""
+        document = {"run_id": run_id, "operation": operation_name, "model_version": model_version}
+        self.storage.write(deployment_index_name(operation_name), json.dumps(document).encode())
+
+    def deployment(self, operation_name: str) -> dict[str, Any] | None:
+        """The index entry of a deploy operation, or None when it is not one of ours."""
+        try:
+            return json.loads(self.storage.read(deployment_index_name(operation_name)))
+        except NotFound:
+            return None
+
+    def mark_deployed(self, run_id: str, deployment: dict[str, Any]) -> bool:
+        """Record the run's deployment once; False when a redelivery recorded it already."""
+        return self.storage.create(deployed_marker_name(run_id), json.dumps(deployment).encode())
