@@ -33,7 +33,7 @@ BENCHMARKS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The suite's options, on ``parser`` (``python -m bench``'s own, or ``mlrelay bench``'s)."""
+    """The suite's options, on ``parser`` (``python -m bench``'s, which ``mlrelay bench`` runs)."""
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
     parser.add_argument("--json", action="store_true", help="print one JSON object keyed by benchmark name")

@@ -142,7 +142,7 @@ def config_defaults() -> dict[str, str]:
     TRIGGER_PREFIX, the prefix start_pipeline accepts trigger files under (not a setting: the
     notification must send exactly what the function accepts)."""
     from functions.config import Config
-    from functions.stages import TRIGGER_PREFIX
+    from functions.run_store import TRIGGER_PREFIX
 
     defaults = {f.name: f.default for f in fields(Config)}
     return {
@@ -271,7 +271,7 @@ def content_hash(directory: Path, length: int = 16) -> str:
 
 
 def build_sdist(dest: Path) -> Path:
-    from mlrelay.packaging import PackagingError, build_trainer_sdist
+    from deploy.trainer_sdist import PackagingError, build_trainer_sdist
 
     try:
         return build_trainer_sdist(dest)

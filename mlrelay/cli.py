@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -102,8 +103,10 @@ def _storage(args: argparse.Namespace):
 
 
 def _cmd_trigger(args: argparse.Namespace) -> int:
+    from functions.run_store import TRIGGER_PREFIX
+
     data = Path(args.file).read_bytes()
-    name = f"triggers/{args.name or Path(args.file).name}"
+    name = f"{TRIGGER_PREFIX}{args.name or Path(args.file).name}"
     if not args.bucket:
         _local_state(args.root)  # a trigger with no local cloud running would wait for nobody
     storage, bucket = _storage(args)
@@ -127,9 +130,10 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from mlrelay.runs import format_status_table, run_statuses
+    from functions.run_store import RunStore
+    from mlrelay.status_table import format_status_table
 
-    statuses = run_statuses(_storage(args)[0], args.run_id)
+    statuses = RunStore(*_storage(args)).statuses(args.run_id)
     if args.run_id and not statuses:
         raise ValueError(f"no run {args.run_id}")
     if args.json:
@@ -186,9 +190,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from bench import run_from_args
-
-    return run_from_args(args)
+    # The benchmarks are a program of their own (`python -m bench`), a layer above this package
+    # (pyproject.toml's import contracts): this command becomes that program, with its arguments,
+    # so its options, signals and exit status are the benchmarks' own.
+    command = [sys.executable, "-m", "bench", *args.rest]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)  # returns only by raising OSError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,15 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.set_defaults(func=_cmd_demo)
 
-    from bench import add_arguments as add_bench_arguments  # argparse only: the benchmarks load when run
-
-    bench = add_bench_arguments(commands.add_parser(
-        "bench", help="measure each stage against its baseline (tables, or --json)"))
+    bench = commands.add_parser(
+        "bench",
+        help="measure each stage against its baseline (tables, or --json; options as python -m bench)",
+        add_help=False,
+    )
     bench.set_defaults(func=_cmd_bench)
     return parser
 
 
-PASS_THROUGH = ("preprocess", "train")  # their options belong to the pipeline's and trainer's parsers
+PASS_THROUGH = ("preprocess", "train", "bench")  # their options belong to those programs' own parsers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """The trainer as a Python source distribution for Vertex AI custom training.
 
 Vertex AI installs this sdist on a prebuilt training image and runs ``python -m trainer.task``.
-``mlrelay.packaging.build_trainer_sdist`` copies this file to the root of a staging directory
-next to ``trainer/`` and ``natality_sample/`` and runs ``setup.py sdist`` there.
+``deploy.trainer_sdist.build_trainer_sdist`` (deploy.sh's build-sdist) copies this file to the root
+of a staging directory next to ``trainer/`` and ``natality_sample/`` and runs ``setup.py sdist`` there.
 """
 
 from setuptools import setup

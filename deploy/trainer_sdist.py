@@ -3,6 +3,9 @@
 The repository root holds the whole project (with its own pyproject.toml); the trainer's
 sdist must hold only ``trainer/`` and ``natality_sample/``. So both are staged in a temporary
 directory with ``trainer/setup.py`` at its root, and ``setup.py sdist`` runs there.
+
+deploy.sh builds it (``deploy_helpers.py build-sdist``) and uploads it for the training jobs. It
+reads the repository's own files, so it lives with deploy/ rather than in the installed package.
 """
 
 from __future__ import annotations
