@@ -1,0 +1,653 @@
+"""deploy.sh against a recording fake gcloud (tests/fakes/cloud_cli/gcloud).
+
+A copy of the repository is deployed to a fake project; the recorded calls and the fake's state say
+what a real project would hold: the APIs, the bucket, topics and trigger-file notification, the
+service accounts and every IAM binding (exactly those, nothing broader), the sink with the code's
+filter, the three functions with their triggers and dead letters, the Flex Template, the trainer
+package, the endpoint and the schedule. A second run must create nothing; a dry run must need no
+gcloud and change nothing; a teardown must leave nothing behind. The Python the script relies on
+(deploy/deploy_helpers.py, the Flex Template's entry point) is tested directly at the end.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from events.run_request import parse_run_request
+from functions.config import Config
+from functions.run_store import TRIGGER_PREFIX
+from tests.conftest import REPO
+
+FAKE_CLI = REPO / "tests" / "fakes" / "cloud_cli"
+BASH = shutil.which("bash")
+COPIED = ("deploy", "functions", "events", "beam_pipeline", "trainer", "natality_sample", "mlrelay")
+PROJECT = "mlrelay-test-proj"
+NUMBER = "123456789012"
+REGION = "europe-west4"  # not the default, so the setting is seen to reach every command
+BUCKET = f"{PROJECT}-mlrelay"
+
+
+def _sa(name: str) -> str:
+    return f"{name}@{PROJECT}.iam.gserviceaccount.com"
+
+
+FUNCTIONS_SA, DATAFLOW_SA = _sa("mlrelay-functions"), _sa("mlrelay-dataflow")
+TRAINING_SA, TRIGGER_SA = _sa("mlrelay-training"), _sa("mlrelay-trigger")
+PUBSUB_AGENT = f"service-{NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+GCS_AGENT = f"service-{NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
+FUNCTIONS = {  # name: (entry point, trigger)
+    "mlrelay-start-pipeline": ("start_pipeline", "start"),
+    "mlrelay-on-preprocess-output": ("on_preprocess_output", "storage"),
+    "mlrelay-on-training-complete": ("on_training_complete", "job-events"),
+}
+
+_loader = importlib.machinery.SourceFileLoader("fake_gcloud", str(FAKE_CLI / "gcloud"))
+_spec = importlib.util.spec_from_loader("fake_gcloud", _loader)
+fake_gcloud = importlib.util.module_from_spec(_spec)
+_loader.exec_module(fake_gcloud)
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+deploy_helpers = _load("deploy_helpers", REPO / "deploy" / "deploy_helpers.py")
+
+
+# --- running deploy.sh --------------------------------------------------------------------------
+
+class Workspace:
+    """A copy of the repository, a fake project and the environment deploy.sh runs in."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.repo = root / "repo"
+        self.repo.mkdir()
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+        for name in COPIED:
+            shutil.copytree(REPO / name, self.repo / name, ignore=ignore)
+        for name in ("deploy.sh", "requirements.txt"):
+            shutil.copy2(REPO / name, self.repo / name)
+        requirements = self.repo / "functions" / "requirements.txt"
+        if not requirements.exists():  # written elsewhere; a stand-in keeps this test independent
+            requirements.write_text("functions-framework==3.10.2\njsonschema==4.26.0\n")
+        self.bin = root / "bin"  # python3 for the fake: the test's own interpreter, quick to start
+        self.bin.mkdir()
+        (self.bin / "python3").symlink_to(sys.executable)
+        self.state = root / "state.json"
+        self.uploads = root / "uploads"
+        self.runs = 0
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("FAKE_GCLOUD", "MLRELAY_"))}
+        env.update(PATH=f"{FAKE_CLI}:{self.bin}:{os.environ['PATH']}", PROJECT_ID=PROJECT, REGION=REGION,
+                   PYTHON=sys.executable, RETRY_DELAY="0", FAKE_GCLOUD_STATE=str(self.state),
+                   FAKE_GCLOUD_UPLOADS=str(self.uploads), FAKE_GCLOUD_PROJECT_NUMBER=NUMBER)
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> "Run":
+        self.runs += 1
+        log = self.root / f"calls-{self.runs}.jsonl"
+        env = dict(env if env is not None else self.env())
+        env["FAKE_GCLOUD_LOG"] = str(log)
+        result = subprocess.run([BASH, str(self.repo / "deploy.sh"), *args], env=env,
+                                capture_output=True, text=True, timeout=120)
+        calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        state = json.loads(self.state.read_text()) if self.state.exists() else {}
+        return Run(result, calls, state)
+
+
+class Run:
+    def __init__(self, result: subprocess.CompletedProcess, calls: list[dict], state: dict):
+        self.result, self.state = result, state
+        self.calls = [(fake_gcloud.Call(*fake_gcloud.split_command(c["argv"])), c["exit"]) for c in calls]
+        self.errors = [c["error"] for c in calls]
+
+    def ok(self) -> "Run":
+        """deploy.sh succeeded, and every call that failed was a look-up told "not found"."""
+        assert self.result.returncode == 0, self.result.stdout[-3000:] + self.result.stderr[-3000:]
+        failed = [error for (call, code), error in zip(self.calls, self.errors)
+                  if code != 0 and not ("NOT_FOUND" in error or "not found" in error)]
+        assert not failed, failed
+        return self
+
+    def named(self, *words: str) -> list:
+        return [call for call, _ in self.calls if call.words == words]
+
+    def only(self, *words: str):
+        found = self.named(*words)
+        assert len(found) == 1, (words, len(found))
+        return found[0]
+
+    def resources(self, kind: str) -> dict:
+        return self.state["resources"].get(kind, {})
+
+    def bindings(self) -> set[tuple[str, str, str]]:
+        return {(b["resource"], b["member"], b["role"]) for b in self.state["bindings"]}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Workspace:
+    ws = Workspace(tmp_path_factory.mktemp("deploy"))
+    assert shutil.which("gcloud", path=ws.env()["PATH"]) == str(FAKE_CLI / "gcloud")
+    return ws
+
+
+@pytest.fixture(scope="module")
+def first(workspace) -> Run:
+    return workspace.run().ok()
+
+
+@pytest.fixture(scope="module")
+def second(workspace, first) -> Run:
+    return workspace.run().ok()
+
+
+@pytest.fixture(scope="module")
+def teardown(workspace, second) -> Run:
+    return workspace.run("--teardown").ok()
+
+
+def _function_env(call) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in call.required("set-env-vars").split(","))
+
+
+def _trigger_subscription(run: Run, function: str) -> str:
+    trigger = run.resources("function")[function]["eventTrigger"]["trigger"]
+    return run.resources("trigger")[trigger]["transport"]["pubsub"]["subscription"].rsplit("/", 1)[-1]
+
+
+# --- the first deployment -----------------------------------------------------------------------
+
+def test_every_api_the_chain_uses_is_enabled(first):
+    enabled = set(first.only("services", "enable").positionals)
+    wanted = {f"{name}.googleapis.com" for name in (
+        "cloudfunctions", "run", "eventarc", "pubsub", "storage", "dataflow", "aiplatform",
+        "cloudscheduler", "logging", "cloudbuild", "artifactregistry")}
+    assert wanted <= enabled
+    first_call = first.calls[0][0]
+    assert first_call.words == ("services", "enable")  # before anything uses them
+
+
+def test_every_call_names_the_project_and_every_create_is_looked_up_first(first):
+    for call, _ in first.calls:
+        assert call.flag("project") == PROJECT
+    seen: list[tuple[str, ...]] = []
+    for call, _ in first.calls:
+        words = call.words[:-1] if call.words[-1] == "pubsub" else call.words
+        if words[-1] == "create":
+            group = words[:-1]
+            assert group + ("describe",) in seen or group + ("list",) in seen, words
+        seen.append(call.words)
+
+
+def test_bucket_has_uniform_access_in_the_region_and_expires_temp_files(first):
+    bucket = first.resources("bucket")[BUCKET]
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] is True
+    assert bucket["location"] == REGION.upper()
+    (rule,) = bucket["lifecycle"]["rule"]
+    assert rule["action"]["type"] == "Delete" and rule["condition"]["matchesPrefix"] == ["tmp/"]
+
+
+def test_topics_and_a_subscription_that_keeps_dead_letters(first):
+    assert set(first.resources("topic")) == {"mlrelay-start", "mlrelay-job-events", "mlrelay-dead-letter"}
+    hold = first.resources("subscription")["mlrelay-dead-letter-hold"]
+    assert hold["topic"].endswith("/topics/mlrelay-dead-letter") and hold["messageRetentionDuration"] == "7d"
+
+
+def test_trigger_files_notify_the_start_topic(first):
+    (notification,) = first.resources("notification").values()
+    assert notification["topic"] == f"//pubsub.googleapis.com/projects/{PROJECT}/topics/mlrelay-start"
+    assert notification["object_name_prefix"] == TRIGGER_PREFIX == "triggers/"
+    assert notification["event_types"] == ["OBJECT_FINALIZE"]
+    assert notification["payload_format"] == "JSON_API_V1"
+
+
+def test_service_accounts_and_exactly_the_bindings_each_needs(first):
+    assert set(first.resources("service_account")) == {FUNCTIONS_SA, DATAFLOW_SA, TRAINING_SA, TRIGGER_SA}
+    role = first.resources("role")["mlrelayBigQueryTempDatasets"]
+    assert role["includedPermissions"] == ["bigquery.datasets.create"]
+    writer = first.resources("sink")["mlrelay-job-events"]["writerIdentity"]
+    sa = "serviceAccount:"
+    expected = {
+        (f"project:{PROJECT}", sa + FUNCTIONS_SA, "roles/dataflow.developer"),
+        (f"project:{PROJECT}", sa + FUNCTIONS_SA, "roles/aiplatform.user"),
+        (f"project:{PROJECT}", sa + DATAFLOW_SA, "roles/dataflow.worker"),
+        (f"project:{PROJECT}", sa + DATAFLOW_SA, "roles/bigquery.jobUser"),
+        (f"project:{PROJECT}", sa + DATAFLOW_SA, "roles/bigquery.readSessionUser"),
+        (f"project:{PROJECT}", sa + DATAFLOW_SA, f"projects/{PROJECT}/roles/mlrelayBigQueryTempDatasets"),
+        (f"project:{PROJECT}", sa + TRIGGER_SA, "roles/eventarc.eventReceiver"),
+        (f"project:{PROJECT}", sa + GCS_AGENT, "roles/pubsub.publisher"),
+        (f"bucket:{BUCKET}", sa + FUNCTIONS_SA, "roles/storage.objectAdmin"),
+        (f"bucket:{BUCKET}", sa + DATAFLOW_SA, "roles/storage.objectAdmin"),
+        (f"bucket:{BUCKET}", sa + TRAINING_SA, "roles/storage.objectAdmin"),
+        (f"service_account:{DATAFLOW_SA}", sa + FUNCTIONS_SA, "roles/iam.serviceAccountUser"),
+        (f"service_account:{TRAINING_SA}", sa + FUNCTIONS_SA, "roles/iam.serviceAccountUser"),
+        (f"service_account:{TRIGGER_SA}", sa + PUBSUB_AGENT, "roles/iam.serviceAccountTokenCreator"),
+        ("topic:mlrelay-dead-letter", sa + PUBSUB_AGENT, "roles/pubsub.publisher"),
+        ("topic:mlrelay-job-events", writer, "roles/pubsub.publisher"),
+        ("repository:mlrelay", sa + DATAFLOW_SA, "roles/artifactregistry.reader"),
+    }
+    for function in FUNCTIONS:
+        expected.add((f"function:{function}", sa + TRIGGER_SA, "roles/run.invoker"))
+        expected.add((f"subscription:{_trigger_subscription(first, function)}", sa + PUBSUB_AGENT,
+                      "roles/pubsub.subscriber"))
+    assert first.bindings() == expected
+    broad = {"roles/owner", "roles/editor", "roles/viewer", "roles/storage.admin", "roles/bigquery.admin",
+             "roles/pubsub.admin", "roles/iam.serviceAccountAdmin", "roles/dataflow.admin", "roles/aiplatform.admin"}
+    assert not {role for _, _, role in first.bindings()} & broad
+    assert all(resource == f"bucket:{BUCKET}" for resource, _, role in first.bindings() if role.endswith("Admin"))
+
+
+def test_sink_forwards_exactly_the_filter_of_the_code_to_the_job_events_topic(first):
+    printed = subprocess.run([sys.executable, "-m", "events.sink_filters", "job-events"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    sink = first.resources("sink")["mlrelay-job-events"]
+    assert sink["filter"] == printed
+    assert sink["destination"] == f"pubsub.googleapis.com/projects/{PROJECT}/topics/mlrelay-job-events"
+    assert first.only("logging", "sinks", "create").required("log-filter") == printed
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_each_function_is_deployed_gen2_private_retried_with_its_trigger(first, name):
+    entry_point, trigger = FUNCTIONS[name]
+    (call,) = [c for c in first.named("functions", "deploy") if c.positional() == name]
+    assert call.flag("gen2") is True and call.flag("runtime") == "python311"
+    assert call.flag("region") == REGION and call.flag("entry-point") == entry_point
+    assert call.flag("no-allow-unauthenticated") is True and call.flag("allow-unauthenticated") is None
+    assert call.flag("retry") is True
+    assert call.flag("service-account") == FUNCTIONS_SA and call.flag("trigger-service-account") == TRIGGER_SA
+    assert call.flag("min-instances") == "0"
+    assert int(call.flag("timeout").rstrip("s")) <= 540  # event-driven functions' limit
+    filters = sorted(call.flags.get("trigger-event-filters", []))
+    if trigger == "storage":
+        assert filters == [f"bucket={BUCKET}", "type=google.cloud.storage.object.v1.finalized"]
+        assert call.flag("trigger-topic") is None and call.flag("trigger-location") == REGION
+    else:
+        assert filters == [] and call.flag("trigger-topic") == f"mlrelay-{trigger}"
+    policy = first.resources("subscription")[_trigger_subscription(first, name)]["deadLetterPolicy"]
+    assert policy == {"deadLetterTopic": f"projects/{PROJECT}/topics/mlrelay-dead-letter", "maxDeliveryAttempts": 10}
+
+
+def test_functions_get_a_gcp_configuration_naming_what_was_provisioned(first):
+    envs = [_function_env(call) for call in first.named("functions", "deploy")]
+    assert len(envs) == 3 and all(env == envs[0] for env in envs)
+    env = envs[0]
+    assert env["MLRELAY_PLATFORM"] == "gcp" and env["MLRELAY_BUCKET"] == BUCKET
+    config = Config.from_env(env)
+    assert (config.project, config.region, config.default_source) == (PROJECT, REGION, "bigquery")
+    assert (config.dataflow_service_account, config.training_service_account) == (DATAFLOW_SA, TRAINING_SA)
+    assert config.endpoint_id in first.resources("endpoint")
+    objects = first.resources("object")
+    for uri in (config.trainer_package, config.flex_template):
+        assert uri.startswith(f"gs://{BUCKET}/packages/") and f"{BUCKET}/{uri.split('/', 3)[3]}" in objects
+
+
+def test_function_source_is_main_py_beside_the_packages_and_imports_on_its_own(workspace, first):
+    source = workspace.uploads / "functions" / "mlrelay-start-pipeline"
+    assert (source / "requirements.txt").read_text() == (workspace.repo / "functions" / "requirements.txt").read_text()
+    assert not list(source.rglob("__pycache__"))
+    probe = ("import main, functions; "
+             "assert all(callable(getattr(main, n)) for n in ('start_pipeline', 'on_preprocess_output', "
+             "'on_training_complete')); print(functions.__file__)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=source, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": ""}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).resolve().is_relative_to(source.resolve())
+
+
+def test_flex_template_spec_points_at_the_built_image_with_the_workers_account(workspace, first):
+    spec = json.loads((workspace.uploads / "objects" / BUCKET / "packages" / "preprocess-template.json").read_text())
+    assert spec["image"] in first.resources("image") and spec["sdkInfo"]["language"] == "PYTHON"
+    assert spec["defaultEnvironment"]["serviceAccountEmail"] == DATAFLOW_SA
+    assert spec["defaultEnvironment"]["tempLocation"].startswith(f"gs://{BUCKET}/tmp/")
+    tag = spec["image"].rsplit(":", 1)[1]
+    context = workspace.uploads / "builds" / tag
+    assert (context / "beam_pipeline" / "setup.py").is_file() and (context / "main.py").is_file()
+    dockerfile = (context / "Dockerfile").read_text()
+    assert "python311-template-launcher-base" in dockerfile
+    assert 'FLEX_TEMPLATE_PYTHON_PY_FILE="${WORKDIR}/main.py"' in dockerfile
+    pins = (context / "requirements.txt").read_text().split()
+    assert pins == deploy_helpers.pinned_requirements((REPO / "requirements.txt").read_text())
+    assert tag == deploy_helpers.content_hash(context)
+
+
+def test_trainer_package_is_the_trainer_sdist(workspace, first):
+    (archive,) = (workspace.uploads / "objects" / BUCKET / "packages").glob("mlrelay*trainer-*.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    assert {"trainer/task.py", "setup.py"} <= names
+
+
+def test_endpoint_and_weekly_schedule_publishing_a_valid_run_request(first):
+    create = first.only("ai", "endpoints", "create")
+    assert create.flag("endpoint-id") == "babyweight" and create.flag("region") == REGION
+    (job,) = first.resources("scheduler_job").values()
+    assert job["schedule"] == "0 3 * * 1" and job["timeZone"] == "Etc/UTC"
+    assert job["pubsubTarget"]["topicName"] == f"projects/{PROJECT}/topics/mlrelay-start"
+    assert parse_run_request(job["pubsubTarget"]["data"]).source == "bigquery"
+
+
+def test_it_ends_with_three_ways_to_start_a_run_and_how_to_watch_it(first):
+    out = first.result.stdout
+    assert f"gcloud storage cp request.json gs://{BUCKET}/triggers/request.json" in out
+    assert "gcloud pubsub topics publish mlrelay-start" in out
+    assert "gcloud scheduler jobs run mlrelay-retrain" in out
+    assert f"mlrelay status --bucket gs://{BUCKET}" in out
+
+
+# --- running it again, dry runs, bad settings ---------------------------------------------------
+
+READS = {"describe", "list", "service-agent"}
+IDEMPOTENT = {"update", "deploy", "add-iam-policy-binding", "add-invoker-policy-binding", "enable", "cp", "build"}
+
+
+def _stable(resources: dict) -> dict:
+    """Resources without what differs between two identical runs (scratch paths, archive bytes)."""
+    resources = json.loads(json.dumps(resources))
+    for function in resources.get("function", {}).values():
+        function["flags"].pop("source")
+    for uploaded in resources.get("object", {}).values():
+        uploaded.pop("size")
+    return resources
+
+
+def test_a_second_run_creates_nothing_and_changes_no_resource(first, second):
+    verbs = {call.words[-2] if call.words[-1] == "pubsub" else call.words[-1] for call, _ in second.calls}
+    assert verbs <= READS | IDEMPOTENT, verbs - READS - IDEMPOTENT
+    assert not second.named("builds", "submit")  # the unchanged launcher image is not rebuilt
+    assert _stable(second.state["resources"]) == _stable(first.state["resources"])
+    assert second.bindings() == first.bindings()
+    assert second.named("logging", "sinks", "update") and second.named("scheduler", "jobs", "update", "pubsub")
+
+
+def _tree_digest(root: Path) -> str:
+    """Every path and file of a tree but Python's bytecode caches (importing is not a change)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_dry_run_needs_no_gcloud_prints_every_command_and_changes_nothing(workspace, tmp_path):
+    tools = tmp_path / "tools"  # a PATH with what deploy.sh needs and no gcloud
+    tools.mkdir()
+    for tool in ("dirname", "mktemp", "rm", "cat", "sed", "grep", "sleep"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    env = workspace.env(PATH=str(tools), FAKE_GCLOUD_STATE=str(tmp_path / "state.json"))
+    assert shutil.which("gcloud", path=env["PATH"]) is None
+    before = _tree_digest(workspace.repo)
+    run = workspace.run("--dry-run", env=env).ok()
+    out = run.result.stdout
+    for line in (f"gcloud storage buckets create gs://{BUCKET}", "gcloud pubsub topics create mlrelay-dead-letter",
+                 "gcloud logging sinks create mlrelay-job-events", "gcloud scheduler jobs create pubsub",
+                 "gcloud ai endpoints create --endpoint-id=babyweight", "gcloud builds submit"):
+        assert line in out
+    assert all(f"gcloud functions deploy {name} " in out for name in FUNCTIONS)
+    assert run.calls == [] and not (tmp_path / "state.json").exists()
+    assert _tree_digest(workspace.repo) == before
+
+
+def test_dry_run_with_gcloud_present_calls_nothing(workspace, second):
+    for args in (("--dry-run",), ("--teardown", "--dry-run")):
+        run = workspace.run(*args).ok()
+        assert run.calls == [], args
+        assert _stable(run.state["resources"]) == _stable(second.state["resources"])
+    assert "gcloud functions delete mlrelay-start-pipeline" in run.result.stdout
+
+
+def test_missing_project_id_fails_with_a_clear_message_before_any_call(workspace):
+    env = workspace.env()
+    del env["PROJECT_ID"]
+    run = workspace.run(env=env)
+    assert run.result.returncode != 0 and run.calls == []
+    assert "PROJECT_ID is not set" in run.result.stderr
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("SCHEDULE", "every monday", "SCHEDULE='every monday' is not a cron schedule"),
+    ("SCHEDULE_TZ", "Mars/Olympus", "is not a time zone name"),
+    ("SCHEDULE_REQUEST", '{"limit": 0}', "SCHEDULE_REQUEST is not a run request the chain accepts"),
+    ("BUCKET", "Has_Capitals", "BUCKET='Has_Capitals' is not valid"),
+    ("MAX_DELIVERY_ATTEMPTS", "3", "from 5 to 100"),
+])
+def test_bad_settings_fail_before_any_call_naming_the_setting(workspace, setting, value, message):
+    run = workspace.run(env=workspace.env(**{setting: value}))
+    assert run.result.returncode == 1 and run.calls == []
+    assert message in run.result.stderr
+
+
+def test_unknown_argument_is_refused(workspace):
+    run = workspace.run("--dryrun")
+    assert run.result.returncode == 1 and "unknown argument '--dryrun'" in run.result.stderr
+    assert run.calls == []
+
+
+def test_shellcheck_is_clean():
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install -y shellcheck)")
+    for command in (["shellcheck", "deploy.sh"], ["shellcheck", "-x", "deploy.sh", "deploy/shell_lib.sh",
+                                                  "deploy/teardown.sh"]):
+        out = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout
+
+
+# --- teardown -----------------------------------------------------------------------------------
+
+def test_teardown_deletes_what_deploy_created(teardown):
+    left = {kind: names for kind, names in teardown.state["resources"].items() if names}
+    # A deleted custom role lingers (Google keeps it, undeletable, for a while).
+    assert left == {"role": {"mlrelayBigQueryTempDatasets": left["role"]["mlrelayBigQueryTempDatasets"]}}
+    assert left["role"]["mlrelayBigQueryTempDatasets"]["deleted"] is True
+    assert teardown.bindings() == {(f"project:{PROJECT}", f"serviceAccount:{GCS_AGENT}", "roles/pubsub.publisher")}
+
+
+def test_teardown_again_and_deploy_again_both_work(workspace, teardown):
+    again = workspace.run("--teardown").ok()
+    assert not [call for call, _ in again.calls if call.words[-1] == "delete"]
+    redeploy = workspace.run().ok()
+    assert redeploy.named("iam", "roles", "undelete")
+    assert not redeploy.named("iam", "roles", "create")
+    assert len(redeploy.resources("function")) == 3 and "deleted" not in redeploy.resources("role")[
+        "mlrelayBigQueryTempDatasets"]
+
+
+# --- the Python deploy.sh relies on -------------------------------------------------------------
+
+VALID = {"PROJECT_ID": PROJECT, "REGION": REGION, "BUCKET": BUCKET, "SCHEDULE": "0 3 * * 1",
+         "SCHEDULE_TZ": "Etc/UTC", "SCHEDULE_REQUEST": "{}", "MAX_DELIVERY_ATTEMPTS": "10",
+         "START_FUNCTION": "mlrelay-start-pipeline", "ENDPOINT_ID": "babyweight", "MODEL_NAME": "babyweight",
+         "TRAINING_IMAGE": "us-docker.pkg.dev/vertex-ai/training/tf-cpu.2-17.py310:latest"}
+
+
+def test_settings_checks_pass_good_values_and_name_each_bad_one():
+    assert deploy_helpers.settings_errors(VALID) == []
+    bad = {**VALID, "REGION": "moon", "ENDPOINT_ID": "Baby_Weight", "TRAINING_IMAGE": "a,b"}
+    errors = deploy_helpers.settings_errors(bad)
+    assert [e.split("=", 1)[0] for e in errors] == ["REGION", "ENDPOINT_ID", "TRAINING_IMAGE"]
+    assert deploy_helpers.settings_errors({}) == [
+        "PROJECT_ID is not set: export PROJECT_ID=<your Google Cloud project id> and run again"]
+
+
+def _settings() -> dict[str, str]:
+    return {"PROJECT_ID": PROJECT, "REGION": REGION, "BUCKET": BUCKET, "START_TOPIC": "s",
+            "JOB_EVENTS_TOPIC": "j", "DEAD_LETTER_TOPIC": "d", "MODEL_NAME": "babyweight",
+            "ENDPOINT_ID": "babyweight", "TRAFFIC_PERCENT": "50", "DATAFLOW_SA": DATAFLOW_SA,
+            "TRAINING_SA": TRAINING_SA, "TRAINING_IMAGE": "img:1", "SERVING_IMAGE": "img:2",
+            "SERVING_MACHINE_TYPE": "n1-standard-2", "TRAINER_PACKAGE": f"gs://{BUCKET}/packages/t.tar.gz",
+            "FLEX_TEMPLATE": f"gs://{BUCKET}/packages/preprocess-template.json", "MAX_WORKERS": "3"}
+
+
+def test_function_env_is_what_config_reads_back():
+    env = deploy_helpers.function_env(_settings())
+    config = Config.from_env(env)
+    assert (config.platform, config.traffic_percent, config.max_workers) == ("gcp", 50, 3)
+    assert deploy_helpers.env_vars_flag(env).split(",")[0] == "MLRELAY_PLATFORM=gcp"
+    with pytest.raises(deploy_helpers.DeployError, match="comma or newline"):
+        deploy_helpers.function_env({**_settings(), "SERVING_IMAGE": "a,b"})
+
+
+def test_pins_come_from_requirements_and_a_missing_one_is_named():
+    pins = deploy_helpers.pinned_requirements("apache-beam[gcp]==2.77.0\npyfarmhash==0.5.1\n"
+                                              "pyarrow==25.0.1  # x\nnumpy==2.4.6\npandas==3\n")
+    assert pins == ["apache-beam[gcp]==2.77.0", "pyfarmhash==0.5.1", "pyarrow==25.0.1", "numpy==2.4.6"]
+    with pytest.raises(deploy_helpers.DeployError, match="numpy"):
+        deploy_helpers.pinned_requirements("apache-beam==1\npyfarmhash==1\npyarrow==1\n")
+
+
+def test_notifications_are_matched_on_topic_and_prefix_wherever_the_listing_puts_them():
+    ours = {"id": "7", "topic": "//pubsub.googleapis.com/projects/p/topics/mlrelay-start",
+            "object_name_prefix": "triggers/"}
+    other_prefix = {**ours, "id": "8", "object_name_prefix": "data/"}
+    other_topic = {**ours, "id": "9", "topic": "//pubsub.googleapis.com/projects/p/topics/elsewhere"}
+    listing = [{"bucket": "b", "notification_configuration": ours}, other_prefix, other_topic]
+    assert deploy_helpers.matching_notifications(listing, "projects/p/topics/mlrelay-start", "triggers/", "b") == [
+        "projects/_/buckets/b/notificationConfigs/7"]
+    assert deploy_helpers.matching_notifications([], "mlrelay-start", "triggers/", "b") == []
+
+
+def test_content_hash_follows_content(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_text("1")
+    first = deploy_helpers.content_hash(tmp_path)
+    assert deploy_helpers.content_hash(tmp_path) == first
+    (tmp_path / "a" / "f").write_text("2")
+    assert deploy_helpers.content_hash(tmp_path) != first
+
+
+def test_staging_functions_without_requirements_says_which_file_is_missing(tmp_path):
+    (tmp_path / "functions").mkdir()
+    with pytest.raises(deploy_helpers.DeployError, match="functions/requirements.txt is missing"):
+        deploy_helpers.stage_functions(tmp_path / "out", repo_root=tmp_path)
+
+
+# --- the Flex Template's entry point ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def flex_main():
+    return _load("flex_template_main", REPO / "deploy" / "flex_template" / "main.py")
+
+
+LAUNCHER_ARGS = [  # as Dataflow's launcher passes them: the parameters, then its own options
+    "--source=bigquery", f"--out=gs://{BUCKET}/runs/run-1/preprocess/", "--run_id=run-20240101-000000-abcdef0123",
+    "--limit=1000", "--runner=DataflowRunner", f"--project={PROJECT}", f"--region={REGION}",
+    f"--temp_location=gs://{BUCKET}/tmp/", f"--staging_location=gs://{BUCKET}/tmp/staging/",
+    "--job_name=run-20240101-000000-abcdef0123", f"--service_account_email={DATAFLOW_SA}",
+    "--max_num_workers=4", "--labels=app=other", '--labels={"goog-dataflow-provided-template-type": "flex"}',
+    f"--template_location=gs://{BUCKET}/tmp/staging/template_launches/2024/job_object",
+]
+
+
+def test_launcher_arguments_become_the_run_and_the_launchers_options_reach_beam(flex_main):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    config, flags = flex_main.parse_launch(LAUNCHER_ARGS)
+    assert (config.source, config.limit, config.run_id) == ("bigquery", 1000, "run-20240101-000000-abcdef0123")
+    assert (config.runner, config.waits, config.max_num_workers) == ("DataflowRunner", False, 4)
+    options = PipelineOptions(flags, **flex_main.pipeline_options(config, flags)).get_all_options(drop_default=True)
+    assert options["template_location"].endswith("/template_launches/2024/job_object")
+    assert options["job_name"] == "run-20240101-000000-abcdef0123"  # the launch request's name, not a new one
+    assert options["setup_file"].endswith("beam_pipeline/setup.py")
+    assert options["service_account_email"] == DATAFLOW_SA
+    assert sorted(options["labels"]) == ["app=mlrelay", "goog-dataflow-provided-template-type=flex",
+                                         "run_id=run-20240101-000000-abcdef0123"]
+
+
+def test_bad_launches_exit_2_with_the_reason(flex_main, capsys):
+    assert flex_main.main([a for a in LAUNCHER_ARGS if not a.startswith("--out")]) == 2
+    assert "--out" in capsys.readouterr().err
+    local_out = [("--out=/tmp/x" if a.startswith("--out") else a) for a in LAUNCHER_ARGS]
+    assert flex_main.main(local_out) == 2
+    assert "preprocess-template: error: --out must be a gs:// path" in capsys.readouterr().err
+
+
+def test_template_parameters_are_those_the_functions_launch_with():
+    from functions.gcp_adapters import DataflowJobs
+    from functions.local_adapters import LocalJobs
+
+    metadata = json.loads((REPO / "deploy" / "flex_template" / "metadata.json").read_text())
+    declared = {p["name"] for p in metadata["parameters"]}
+    required = {p["name"] for p in metadata["parameters"] if not p.get("isOptional")}
+    config = Config.from_env(deploy_helpers.function_env(_settings()))
+    gcp = DataflowJobs(config).launch_request("run-1", "bigquery", f"gs://{BUCKET}/o/", 10, {"app": "mlrelay"})
+    local_bodies = []
+
+    class Recorder:
+        def call(self, method, path, body=None, query=None):
+            local_bodies.append(body)
+            return {"job": {"id": "1", "name": "run-1"}}
+
+    LocalJobs(Recorder(), config).launch_preprocess("run-1", "bigquery", f"gs://{BUCKET}/o/", 10, {"app": "mlrelay"})
+    # the local cloud receives the very body the cloud gets, with the worker account and limits
+    assert local_bodies == [{"launchParameter": gcp["launchParameter"]}]
+    environment = gcp["launchParameter"]["environment"]
+    assert environment["maxWorkers"] == config.max_workers
+    assert environment["serviceAccountEmail"] == config.dataflow_service_account != ""
+    parameters = gcp["launchParameter"]["parameters"]
+    assert required <= set(parameters) <= declared, parameters
+
+
+# The launcher's side of a launch, on one machine: gcp-storage-emulator stands in for the bucket,
+# and main.py runs as the Flex Template launcher runs it. Beam then writes the job it would submit to
+# --template_location, which is where the launcher reads it from. The machine has no Google
+# credentials; Beam's 24-second retry for them is skipped by telling it none were found.
+LAUNCH_DRIVER = """
+import io, json, os, sys, tarfile
+from gcp_storage_emulator.server import create_server
+server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=sys.argv[1])
+server.start()
+try:
+    os.environ["STORAGE_EMULATOR_HOST"] = "http://127.0.0.1:%d" % server._api._httpd.server_address[1]
+    from apache_beam.internal.gcp import auth
+    auth._Credentials._credentials_init = True
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("template_main", "deploy/flex_template/main.py")
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)
+    code = main.main(sys.argv[2:])
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+    bucket = storage.Client(project="p", credentials=AnonymousCredentials()).bucket(sys.argv[1])
+    names = sorted(blob.name for blob in bucket.list_blobs())
+    job = [json.loads(bucket.blob(n).download_as_bytes()) for n in names if n.endswith("/job_object")]
+    packages = [n for n in names if n.endswith("/workflow.tar.gz")]
+    with tarfile.open(fileobj=io.BytesIO(bucket.blob(packages[0]).download_as_bytes())) as tar:
+        members = tar.getnames()
+    print(json.dumps({"code": code, "names": names, "job": job, "package": members}))
+finally:
+    server.stop()
+"""
+
+
+@pytest.mark.slow
+def test_a_launch_writes_the_job_where_the_launcher_reads_it():
+    out = subprocess.run([sys.executable, "-c", LAUNCH_DRIVER, BUCKET, *LAUNCHER_ARGS], cwd=REPO, capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    (job,) = report["job"]
+    assert "tmp/staging/template_launches/2024/job_object" in report["names"]
+    assert job["name"] == "run-20240101-000000-abcdef0123" and job["type"] == "JOB_TYPE_BATCH"
+    assert job["labels"] == {"app": "mlrelay", "run_id": "run-20240101-000000-abcdef0123",
+                             "goog-dataflow-provided-template-type": "flex"}
+    assert job["environment"]["serviceAccountEmail"] == DATAFLOW_SA
+    # The pipeline's sdist (its setup.py maps beam_pipeline to the sdist's root), for the workers.
+    assert {"mlrelay-beam-pipeline-0.1.0/pipeline.py", "mlrelay-beam-pipeline-0.1.0/setup.py"} <= set(report["package"])

@@ -1,0 +1,161 @@
+"""The run ledger: records to JSON and back, and folding records in any order."""
+import json
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from events.errors import InvalidEvent
+from events.ledger import (
+    LEGAL_TRANSITIONS,
+    LedgerEvent,
+    RunState,
+    fold,
+    is_legal_transition,
+)
+
+RUN = "run-20261127-045219-0123456789"
+T0 = datetime(2026, 11, 27, 4, 52, 19, 123456, tzinfo=timezone.utc)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def record(stage, state, seconds, **extra) -> LedgerEvent:
+    return LedgerEvent(RUN, stage, RunState(state), at(seconds), **extra)
+
+
+HAPPY = [
+    record("request", "requested", 0, cause_event_id="msg-1"),
+    record("preprocess", "preprocessing", 2, job_ids={"dataflow": "2026-11-27_04_52_21-123"}),
+    record("train", "training", 300, job_ids={"vertex": "456"}, timings={"launch_s": 1.5}),
+    record("deploy", "deploying", 900, job_ids={"deploy_operation": "op-9"}),
+    record("deploy", "deployed", 1500, details={"model_version": "3"}),
+]
+
+
+def test_record_round_trips_through_json():
+    event = record("train", "training", 300, cause_event_id="e-7", job_ids={"vertex": "456"},
+                   details={"metrics": {"rmse": 1.07}}, timings={"launch_s": 0.25})
+    data = event.to_json()
+    assert isinstance(data, bytes)
+    decoded = json.loads(data)
+    assert decoded["format"] == "mlrelay.ledger/v1"
+    assert decoded["time"] == "2026-11-27T04:57:19.123456Z"
+    assert decoded["state"] == "training"
+    assert LedgerEvent.from_json(data) == event
+
+
+def test_happy_path_folds_to_deployed_with_stage_times():
+    status = fold(HAPPY)
+    assert status.state is RunState.DEPLOYED and status.terminal
+    assert status.anomalies == ()
+    assert status.job_ids == {"dataflow": "2026-11-27_04_52_21-123", "vertex": "456", "deploy_operation": "op-9"}
+    seconds = {name: timing.seconds for name, timing in status.stages.items()}
+    assert seconds == {"request": 2.0, "preprocess": 298.0, "train": 600.0, "deploy": 600.0}
+    assert status.started == T0 and status.updated == at(1500) and status.records == 5
+
+
+def test_any_order_folds_the_same():
+    rng = random.Random(7)
+    expected = fold(HAPPY)
+    for _ in range(20):
+        shuffled = HAPPY[:]
+        rng.shuffle(shuffled)
+        assert fold(shuffled) == expected
+
+
+def test_run_in_progress_reports_open_stage():
+    status = fold(HAPPY[:3])
+    assert status.state is RunState.TRAINING and not status.terminal
+    assert status.stages["train"].start == at(300) and status.stages["train"].end is None
+    assert status.stages["train"].seconds is None
+
+
+def test_terminal_wins_over_later_redeliveries():
+    events = HAPPY + [record("train", "training", 1600), record("preprocess", "preprocessing", 1700)]
+    status = fold(events)
+    assert status.state is RunState.DEPLOYED and status.anomalies == ()
+    failed_then_redelivered = [
+        record("request", "requested", 0),
+        record("preprocess", "preprocessing", 2),
+        record("preprocess", "failed", 60, details={"reason": "Workflow failed."}),
+        record("preprocess", "preprocessing", 90),  # a redelivered start event
+    ]
+    status = fold(failed_then_redelivered)
+    assert status.state is RunState.FAILED and status.reason == "Workflow failed."
+    assert status.stages["preprocess"].end == at(60)
+
+
+def test_late_earlier_state_never_moves_a_run_backwards():
+    events = HAPPY[:3] + [record("preprocess", "preprocessing", 400)]
+    status = fold(events)
+    assert status.state is RunState.TRAINING and status.anomalies == ()
+
+
+def test_rejected_request_is_terminal_at_the_request_stage():
+    status = fold([record("request", "rejected", 0, details={"reason": "batchSize: 0 is less than the minimum of 1"})])
+    assert status.state is RunState.REJECTED
+    assert status.reason == "batchSize: 0 is less than the minimum of 1"
+    assert status.stages["request"].seconds == 0.0
+
+
+def test_conflicting_terminals_keep_the_first_and_report_the_other():
+    events = HAPPY + [record("deploy", "failed", 1600, details={"reason": "late"})]
+    status = fold(events)
+    assert status.state is RunState.DEPLOYED
+    assert len(status.anomalies) == 1 and "failed" in status.anomalies[0] and "deployed" in status.anomalies[0]
+
+
+def test_skipped_stage_is_reported_as_an_anomaly():
+    status = fold([record("request", "requested", 0), record("train", "training", 10)])
+    assert status.state is RunState.TRAINING
+    assert status.anomalies == ("illegal transition requested -> training at 2026-11-27T04:52:29.123456Z",)
+
+
+def test_transition_table():
+    assert is_legal_transition(None, RunState.REQUESTED)
+    assert is_legal_transition(None, RunState.REJECTED)
+    assert not is_legal_transition(None, RunState.TRAINING)
+    assert is_legal_transition(RunState.TRAINING, RunState.TRAINING)
+    assert is_legal_transition(RunState.TRAINING, RunState.REJECTED)
+    assert not is_legal_transition(RunState.DEPLOYED, RunState.FAILED)
+    assert all(not LEGAL_TRANSITIONS[state] for state in (RunState.DEPLOYED, RunState.REJECTED, RunState.FAILED))
+
+
+def test_fold_refuses_nothing_or_mixed_runs():
+    with pytest.raises(ValueError, match="at least one"):
+        fold([])
+    other = LedgerEvent("run-20261127-045219-abcdefabcd", "request", RunState.REQUESTED, T0)
+    with pytest.raises(ValueError, match="several runs"):
+        fold([HAPPY[0], other])
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"run_id": "run-1"}, "not a run id"),
+        ({"stage": "party"}, "unknown stage"),
+        ({"state": "exploded"}, "unknown state"),
+        ({"stage": "request", "state": "training"}, "cannot happen in stage"),
+        ({"time": "yesterday"}, "time"),
+        ({"time": 5}, "RFC 3339 string"),
+        ({"format": "other/v9"}, "format"),
+        ({"job_ids": {"vertex": 456}}, "job_ids"),
+        ({"timings": {"launch_s": "slow"}}, "timings"),
+        ({"details": []}, "details"),
+    ],
+)
+def test_malformed_records_are_refused(change, words):
+    good = json.loads(HAPPY[2].to_json())
+    with pytest.raises(InvalidEvent, match=words):
+        LedgerEvent.from_json({**good, **change})
+
+
+def test_records_that_are_not_json_objects_are_refused():
+    for raw in [b"\xff", b"[]", "not json", json.dumps({"format": "mlrelay.ledger/v1"})]:
+        with pytest.raises(InvalidEvent):
+            LedgerEvent.from_json(raw)
+    with pytest.raises(InvalidEvent, match="details are not JSON"):
+        record("train", "training", 1, details={"x": float("nan")})

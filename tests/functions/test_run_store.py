@@ -1,0 +1,118 @@
+"""The run store: every bucket path made in one place, and runs read back through it."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from events.ledger import LedgerEvent, RunState
+from functions import run_store
+from functions.run_store import (
+    deployment_index_name,
+    ledger_name,
+    ledger_prefix,
+    manifest_name,
+    manifest_run_id,
+    parse_ledger_name,
+    run_prefix,
+)
+
+RUN = "run-20261127-045219-0123456789"
+T0 = datetime(2026, 11, 27, 4, 52, 19, 123456, tzinfo=timezone.utc)
+
+
+def event(stage, state, seconds, run_id=RUN, **extra) -> LedgerEvent:
+    return LedgerEvent(run_id, stage, RunState(state), T0 + timedelta(seconds=seconds), **extra)
+
+
+def test_the_layout_is_the_one_design_md_gives():
+    assert run_prefix(RUN) == f"runs/{RUN}/"
+    assert run_store.request_name(RUN) == f"runs/{RUN}/request.json"
+    assert manifest_name(RUN) == f"runs/{RUN}/preprocess/_MANIFEST.json"
+    assert run_store.train_prefix(RUN) == f"runs/{RUN}/train/"
+    assert run_store.metrics_name(RUN) == f"runs/{RUN}/train/metrics.json"
+    assert run_store.launch_marker_name(RUN, "train") == f"runs/{RUN}/train/_LAUNCHED"
+    assert deployment_index_name("projects/p/locations/r/endpoints/e/operations/42") == "deployments/42.json"
+    with pytest.raises(ValueError, match="not a run id"):
+        run_prefix("../etc")
+    with pytest.raises(ValueError):
+        run_store.launch_marker_name(RUN, "request")
+
+
+def test_ledger_names_sort_by_time_within_the_run_and_parse_back():
+    names = [ledger_name(RUN, T0 + timedelta(seconds=s), stage)
+             for s, stage in ((0, "request"), (2, "preprocess"), (300, "train"), (900, "deploy"))]
+    assert names[0] == f"runs/{RUN}/events/20261127T045219.123456Z-request.json"
+    assert all(name.startswith(ledger_prefix(RUN)) for name in names)
+    assert sorted(reversed(names)) == names
+    assert parse_ledger_name(names[2]) == (RUN, T0 + timedelta(seconds=300), "train")
+    for other in [f"runs/{RUN}/request.json", f"runs/{RUN}/events/x-train.json",
+                  f"runs/{RUN}/events/20261127T045219.123456Z-party.json", "triggers/a.json"]:
+        assert parse_ledger_name(other) is None
+
+
+def test_objects_are_told_apart_by_name_alone():
+    assert manifest_run_id(manifest_name(RUN)) == RUN
+    for name in [f"runs/{RUN}/preprocess/train.csv-00000-of-00001", f"runs/{RUN}/preprocess/_MANIFEST.json.tmp",
+                 "runs/run-x/preprocess/_MANIFEST.json", f"runs/{RUN}/a/preprocess/_MANIFEST.json",
+                 f"tmp/runs/{RUN}/preprocess/_MANIFEST.json", None]:
+        assert manifest_run_id(name) is None, name
+
+
+def test_requests_are_created_once_and_read_back_validated(runs):
+    doc = {"runId": RUN, "origin": {"kind": "trigger-file", "object": "gs://b/triggers/a.json"},
+           "request": {"limit": 5}}
+    assert runs.create_request(RUN, doc) is True
+    assert runs.create_request(RUN, {**doc, "request": {"limit": 6}}) is False
+    assert runs.read_request(RUN).limit == 5
+    assert runs.request_origin(RUN) == doc["origin"]
+    assert runs.has_run(RUN) and runs.run_ids() == [RUN]
+    assert runs.find_run_for_trigger("gs://b/triggers/a.json") == RUN
+    assert runs.find_run_for_trigger("gs://b/triggers/other.json") is None
+
+
+def test_a_half_written_or_missing_request_has_no_origin_and_no_trigger_finds_it(runs, tmp_path):
+    runs.storage.write(run_store.request_name(RUN), b"{half")
+    assert runs.request_origin(RUN) == {}
+    (tmp_path / "b" / "runs" / "run-20261127-080100-0000000000").mkdir()  # a run with no request yet
+    (tmp_path / "b" / "runs" / "not-a-run").mkdir()
+    assert runs.request_origin("run-20261127-080100-0000000000") == {}
+    assert runs.run_ids() == [RUN, "run-20261127-080100-0000000000"]
+    assert runs.find_run_for_trigger("gs://b/triggers/a.json") is None
+
+
+def test_the_ledger_folds_every_readable_record_of_each_run(runs):
+    other = "run-20261127-050000-abcdef0123"
+    for record in (event("request", "requested", 0), event("preprocess", "preprocessing", 2),
+                   event("request", "requested", 5, run_id=other)):
+        runs.append(record)
+    runs.storage.write(f"{ledger_prefix(RUN)}20261127T050000.000000Z-train.json", b"not a record")
+    assert {run_id: len(events) for run_id, events in runs.ledger().items()} == {RUN: 2, other: 1}
+    assert [s.run_id for s in runs.statuses()] == [RUN, other]
+    (status,) = runs.statuses(RUN)
+    assert status.state is RunState.PREPROCESSING
+
+
+def test_deployments_are_indexed_by_operation_and_recorded_once(runs):
+    op = "projects/p/locations/r/endpoints/e/operations/42"
+    assert runs.deployment(op) is None
+    runs.index_deployment(op, RUN, "projects/p/locations/r/models/m@3")
+    assert runs.deployment(op) == {"run_id": RUN, "operation": op, "model_version": "projects/p/locations/r/models/m@3"}
+    assert runs.mark_deployed(RUN, runs.deployment(op)) is True
+    assert runs.mark_deployed(RUN, runs.deployment(op)) is False
+
+
+def test_stage_outputs_are_read_from_their_places(runs):
+    assert runs.read_metrics(RUN) == {}
+    runs.storage.write(run_store.metrics_name(RUN), json.dumps({"eval_rmse": 1.04}).encode())
+    assert runs.read_metrics(RUN) == {"eval_rmse": 1.04}
+    runs.storage.write(manifest_name(RUN), b'{"format": "x"}')
+    assert runs.read_manifest(RUN) == {"format": "x"}
+
+
+def test_only_trigger_files_are_read_as_triggers(runs):
+    runs.storage.write("triggers/a.json", b"{}")
+    assert runs.read_trigger("triggers/a.json", max_bytes=10) == b"{}"
+    with pytest.raises(ValueError):
+        runs.read_trigger(run_store.request_name(RUN), max_bytes=10)
