@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# A refused body up to this size is read to its end before the answer, so that a client still
+# sending it reads the 400 instead of a reset connection; past it the connection is just closed.
+MAX_DISCARDED_BYTES = 4 * MAX_REQUEST_BYTES
 # Requests that arrive together run as one model call of at most this many instances.
 DEFAULT_MAX_BATCH_INSTANCES = 1_000
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -168,11 +171,25 @@ _ROUTES: list[tuple[str, re.Pattern, str]] = [
 
 
 class _BadBody(Exception):
-    """A request body refused before it was read whole; the connection is closed after the answer."""
+    """A request body refused before it was read whole; the connection is closed after the answer.
 
-    def __init__(self, error: ApiError):
+    `unread`: how much of the body is still on its way (None when none is, or it is too much to
+    wait for).
+    """
+
+    def __init__(self, error: ApiError, unread: int | None = None):
         super().__init__(error.message)
         self.error = error
+        self.unread = unread if unread is not None and unread <= MAX_DISCARDED_BYTES else None
+
+
+async def _discard(receive, budget: int) -> None:
+    """Read and drop the rest of a refused body, at most `budget` bytes."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body"):
+            return
+        budget -= len(message.get("body", b""))
 
 
 class VertexRestApp:
@@ -194,6 +211,8 @@ class VertexRestApp:
         except _BadBody as exc:
             close = True
             status, body = exc.error.http_status, exc.error.http_body()
+            if exc.unread is not None:
+                await _discard(receive, exc.unread)
         except ApiError as exc:
             status, body = exc.http_status, exc.http_body()
         except Exception as exc:  # an unexpected fault is the service's, reported as Google APIs do
@@ -217,7 +236,7 @@ class VertexRestApp:
                 except ValueError:
                     raise _BadBody(invalid(f"bad Content-Length {value.decode('latin-1')!r}")) from None
         if declared is not None and declared > limit:
-            raise _BadBody(invalid(f"Request payload size exceeds the limit: {limit} bytes."))
+            raise _BadBody(invalid(f"Request payload size exceeds the limit: {limit} bytes."), unread=declared)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -227,7 +246,8 @@ class VertexRestApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise _BadBody(invalid(f"Request payload size exceeds the limit: {limit} bytes."))
+                more = MAX_DISCARDED_BYTES - size if message.get("more_body") else None
+                raise _BadBody(invalid(f"Request payload size exceeds the limit: {limit} bytes."), unread=more)
             chunks.append(chunk)
             if not message.get("more_body"):
                 break

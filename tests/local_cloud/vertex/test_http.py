@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -89,6 +91,26 @@ def test_bodies_over_the_limit_are_refused_and_chunked_bodies_are_read(service_f
     assert response.status == 400 and "exceeds the limit" in json.loads(response.read())["error"]["message"]
     assert response.getheader("connection") == "close"
     chunked.close()
+
+
+def test_a_client_still_sending_a_refused_body_reads_the_answer_not_a_reset(service_factory):
+    """The 400 for an oversized body is sent only once the body has arrived, so a slow sender
+    (a large `mlrelay predict` over a slow link) gets the reason, not a broken pipe."""
+    service, rest = service_factory()
+    size = 1_572_864 + 4096
+    with socket.create_connection(("127.0.0.1", rest.connection.port), timeout=30) as client:
+        client.sendall(f"POST /v1/{PARENT}/endpoints/babyweight:predict HTTP/1.1\r\nHost: x\r\n"
+                       f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode())
+        time.sleep(0.3)  # the server has the headers and could answer now
+        for _ in range(size // 4096):
+            client.sendall(b" " * 4096)
+        answer = b""
+        while b"exceeds the limit" not in answer:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400") and b"exceeds the limit" in answer
 
 
 def test_requests_arriving_together_get_their_own_predictions(service_factory, saved_models):
