@@ -16,6 +16,8 @@
 #   START_FUNCTION, PREPROCESS_FUNCTION, TRAINING_FUNCTION [mlrelay-start-pipeline, ...]
 #   FUNCTION_MAX_INSTANCES [5]     MAX_DELIVERY_ATTEMPTS [10]     SCHEDULER_JOB [mlrelay-retrain]
 #   SINK_NAME [mlrelay-job-events] ARTIFACT_REPO [mlrelay]        KEEP_BUCKET [0] (teardown keeps data)
+#   FUNCTIONS_SA_NAME, DATAFLOW_SA_NAME, TRAINING_SA_NAME, TRIGGER_SA_NAME, BUILD_SA_NAME [mlrelay-...]
+#   IAM_RETRY_DELAY [2] IAM_ATTEMPTS [6]: a grant to a new account is retried while IAM catches up
 #   PYTHON [.venv/bin/python, else python3]: runs the project's helpers (sink filter, sdist, checks)
 set -euo pipefail
 
@@ -63,6 +65,7 @@ load_settings() {
   DATAFLOW_SA_NAME=${DATAFLOW_SA_NAME:-mlrelay-dataflow}
   TRAINING_SA_NAME=${TRAINING_SA_NAME:-mlrelay-training}
   TRIGGER_SA_NAME=${TRIGGER_SA_NAME:-mlrelay-trigger}
+  BUILD_SA_NAME=${BUILD_SA_NAME:-mlrelay-build}
   BQ_TEMP_ROLE=${BQ_TEMP_ROLE:-mlrelayBigQueryTempDatasets}
   ARTIFACT_REPO=${ARTIFACT_REPO:-mlrelay}
   SINK_NAME=${SINK_NAME:-mlrelay-job-events}
@@ -76,11 +79,13 @@ load_settings() {
   DEPLOY_ATTEMPTS=${DEPLOY_ATTEMPTS:-3}
   RETRY_DELAY=${RETRY_DELAY:-30}
   KEEP_BUCKET=${KEEP_BUCKET:-0}
+  IAM_RETRY_DELAY=${IAM_RETRY_DELAY:-2}
+  IAM_ATTEMPTS=${IAM_ATTEMPTS:-6}
 
   local settings=() name
   for name in PROJECT_ID REGION BUCKET START_TOPIC JOB_EVENTS_TOPIC DEAD_LETTER_TOPIC \
       DEAD_LETTER_SUBSCRIPTION START_FUNCTION PREPROCESS_FUNCTION TRAINING_FUNCTION \
-      FUNCTIONS_SA_NAME DATAFLOW_SA_NAME TRAINING_SA_NAME TRIGGER_SA_NAME BQ_TEMP_ROLE ARTIFACT_REPO \
+      FUNCTIONS_SA_NAME DATAFLOW_SA_NAME TRAINING_SA_NAME TRIGGER_SA_NAME BUILD_SA_NAME BQ_TEMP_ROLE ARTIFACT_REPO \
       SINK_NAME SCHEDULER_JOB SCHEDULE SCHEDULE_TZ SCHEDULE_REQUEST MODEL_NAME ENDPOINT_ID \
       TRAFFIC_PERCENT TRAINING_IMAGE SERVING_IMAGE SERVING_MACHINE_TYPE MAX_WORKERS \
       FUNCTION_MAX_INSTANCES MAX_DELIVERY_ATTEMPTS; do
@@ -92,6 +97,10 @@ load_settings() {
   DATAFLOW_SA=$DATAFLOW_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
   TRAINING_SA=$TRAINING_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
   TRIGGER_SA=$TRIGGER_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
+  BUILD_SA=$BUILD_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
+  # How builds and function deploys name the account that builds (a resource name, not an email).
+  BUILD_SA_RESOURCE=projects/$PROJECT_ID/serviceAccounts/$BUILD_SA
+  DOCKER_REPOSITORY=projects/$PROJECT_ID/locations/$REGION/repositories/$ARTIFACT_REPO
   FLEX_TEMPLATE=gs://$BUCKET/packages/preprocess-template.json
   LAUNCHER_IMAGE=$REGION-docker.pkg.dev/$PROJECT_ID/$ARTIFACT_REPO/preprocess-launcher
 }
@@ -141,6 +150,7 @@ $FUNCTIONS_SA_NAME|mlrelay functions (runtime)
 $DATAFLOW_SA_NAME|mlrelay Dataflow workers
 $TRAINING_SA_NAME|mlrelay Vertex AI training
 $TRIGGER_SA_NAME|mlrelay Eventarc triggers
+$BUILD_SA_NAME|mlrelay builds (Cloud Build)
 EOF
   # Beam's BigQuery read runs the query into a temporary dataset it creates and then deletes; the
   # creator owns that dataset, so creating datasets is the one BigQuery right it needs beyond
@@ -179,6 +189,24 @@ grant_roles() {
   grant_project "serviceAccount:$GCS_AGENT" roles/pubsub.publisher
   # Pub/Sub forwards undeliverable events to the dead-letter topic.
   grant_topic "$DEAD_LETTER_TOPIC" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.publisher
+  # Builds (the launcher image and the functions) run as their own account, never as the Compute
+  # default account, which projects created since mid-2024 leave without roles. What a build needs
+  # (https://cloud.google.com/run/docs/configuring/services/build-service-account): write its logs,
+  # read the uploaded source and stage into the bucket, push to the one image repository (granted
+  # in create_repository).
+  grant_project "serviceAccount:$BUILD_SA" roles/logging.logWriter
+  grant_project "serviceAccount:$BUILD_SA" roles/storage.objectViewer
+  grant_bucket "serviceAccount:$BUILD_SA" roles/storage.objectAdmin
+}
+
+create_repository() {
+  say "Artifact Registry repository $ARTIFACT_REPO"
+  if ! gc_lookup artifacts repositories describe "$ARTIFACT_REPO" --location="$REGION"; then
+    gc artifacts repositories create "$ARTIFACT_REPO" --repository-format=docker --location="$REGION" \
+      --description="mlrelay images"
+  fi
+  grant_repository "serviceAccount:$BUILD_SA" roles/artifactregistry.writer
+  grant_repository "serviceAccount:$DATAFLOW_SA" roles/artifactregistry.reader
 }
 
 create_notification() {
@@ -197,14 +225,12 @@ build_flex_template() {
   local tag image
   tag=$(helper stage-flex "$WORK/flex-context")
   image=$LAUNCHER_IMAGE:$tag
-  if ! gc_lookup artifacts repositories describe "$ARTIFACT_REPO" --location="$REGION"; then
-    gc artifacts repositories create "$ARTIFACT_REPO" --repository-format=docker --location="$REGION" \
-      --description="mlrelay images"
-  fi
-  grant_repository "serviceAccount:$DATAFLOW_SA" roles/artifactregistry.reader
-  # The tag is the build context's hash: an unchanged pipeline is not built again.
+  # The tag is the build context's hash: an unchanged pipeline is not built again. A build run as
+  # a chosen account must say where its logs go; they stay in the bucket's tmp/ for a week.
   if ! gc_lookup artifacts docker images describe "$image"; then
-    gc builds submit "$WORK/flex-context" --tag="$image"
+    gc builds submit "$WORK/flex-context" --tag="$image" --region="$REGION" \
+      --service-account="$BUILD_SA_RESOURCE" --gcs-log-dir="gs://$BUCKET/tmp/build-logs" \
+      --gcs-source-staging-dir="gs://$BUCKET/tmp/build-source"
   fi
   gc dataflow flex-template build "$FLEX_TEMPLATE" --image="$image" --sdk-language=PYTHON \
     --metadata-file="$WORK/flex-context/metadata.json" --service-account-email="$DATAFLOW_SA" \
@@ -258,12 +284,13 @@ deploy_function() {
   retry gc functions deploy "$name" --gen2 --runtime=python311 --region="$REGION" \
     --source="$WORK/functions-source" --entry-point="$entry_point" --no-allow-unauthenticated \
     --service-account="$FUNCTIONS_SA" --trigger-service-account="$TRIGGER_SA" --retry \
+    --build-service-account="$BUILD_SA_RESOURCE" --docker-repository="$DOCKER_REPOSITORY" \
     --timeout="$timeout" --memory=512Mi --min-instances=0 --max-instances="$FUNCTION_MAX_INSTANCES" \
     --set-env-vars="$FUNCTION_ENV" "$@"
   gc functions add-invoker-policy-binding "$name" --region="$REGION" --member="serviceAccount:$TRIGGER_SA"
   # The dead-letter policy goes on the Pub/Sub subscription Eventarc made for the trigger.
   gc_query trigger "projects/$PROJECT_ID/locations/$REGION/triggers/TRIGGER_OF_$name" \
-    functions describe "$name" --gen2 --region="$REGION" --format='value(eventTrigger.trigger)'
+    functions describe "$name" --v2 --region="$REGION" --format='value(eventTrigger.trigger)'
   gc_query subscription "projects/$PROJECT_ID/subscriptions/SUBSCRIPTION_OF_$name" \
     eventarc triggers describe "$trigger" --format='value(transport.pubsub.subscription)'
   gc pubsub subscriptions update "$subscription" \
@@ -329,6 +356,7 @@ deploy() {
   create_service_accounts
   grant_roles
   create_notification
+  create_repository
   build_flex_template
   upload_trainer
   create_endpoint

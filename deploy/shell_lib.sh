@@ -109,12 +109,42 @@ retry() {
   done
 }
 
+# What IAM answers a grant naming an account it has not seen yet. IAM reads are eventually
+# consistent ("your application can retry the request with truncated exponential backoff",
+# https://cloud.google.com/iam/docs/reference/rest), so an account created moments ago may not be
+# grantable for a while.
+IAM_PROPAGATION_PATTERN='[Ss]ervice account .*does not exist'
+
+# iam COMMAND...: an IAM grant, retried with truncated exponential backoff (IAM_RETRY_DELAY
+# doubling up to 32 s, IAM_ATTEMPTS tries) while IAM has not seen an account yet; any other
+# failure stops at once.
+iam() {
+  if (( DRY_RUN )); then
+    run "$@"
+    return 0
+  fi
+  local attempt=1 delay=$IAM_RETRY_DELAY errors="$WORK/iam.err"
+  printf '+ %s\n' "$(quoted "$@")"
+  until "$@" 2>"$errors"; do
+    if ! grep -qE "$IAM_PROPAGATION_PATTERN" "$errors" || (( attempt >= IAM_ATTEMPTS )); then
+      cat "$errors" >&2
+      die "failed after $attempt attempt(s): $(quoted "$@")"
+    fi
+    printf 'IAM has not seen the account yet; retrying in %ss\n' "$delay"
+    sleep "$delay"
+    attempt=$((attempt + 1))
+    delay=$(( delay * 2 > 32 ? 32 : delay * 2 ))
+  done
+  cat "$errors" >&2
+}
+
 # gcloud against the deployment's project, never the one gcloud happens to be configured with,
 # and without prompts (a script cannot answer them).
 gc() { run gcloud "$@" --project="$PROJECT_ID" --quiet; }
 gc_query() { local var=$1 placeholder=$2; shift 2; query "$var" "$placeholder" gcloud "$@" --project="$PROJECT_ID"; }
 gc_lookup() { lookup gcloud "$@" --project="$PROJECT_ID"; }
 gc_list() { local var=$1; shift; list_json "$var" gcloud "$@" --project="$PROJECT_ID" --format=json; }
+gc_iam() { iam gcloud "$@" --project="$PROJECT_ID" --quiet; }
 
 # The project's Python helpers (deploy/deploy_helpers.py).
 helper() { "$PYTHON" "$ROOT/deploy/deploy_helpers.py" "$@"; }
@@ -122,13 +152,13 @@ helper() { "$PYTHON" "$ROOT/deploy/deploy_helpers.py" "$@"; }
 # IAM grants, each on the narrowest resource that works. add-iam-policy-binding changes nothing
 # when the binding exists, so a second run repeats them harmlessly.
 grant_project() {
-  gc projects add-iam-policy-binding "$PROJECT_ID" --member="$1" --role="$2" --condition=None --format=none
+  gc_iam projects add-iam-policy-binding "$PROJECT_ID" --member="$1" --role="$2" --condition=None --format=none
 }
-grant_bucket() { gc storage buckets add-iam-policy-binding "gs://$BUCKET" --member="$1" --role="$2" --format=none; }
-grant_topic() { gc pubsub topics add-iam-policy-binding "$1" --member="$2" --role="$3" --format=none; }
-grant_subscription() { gc pubsub subscriptions add-iam-policy-binding "$1" --member="$2" --role="$3" --format=none; }
-grant_on_account() { gc iam service-accounts add-iam-policy-binding "$1" --member="$2" --role="$3" --format=none; }
+grant_bucket() { gc_iam storage buckets add-iam-policy-binding "gs://$BUCKET" --member="$1" --role="$2" --format=none; }
+grant_topic() { gc_iam pubsub topics add-iam-policy-binding "$1" --member="$2" --role="$3" --format=none; }
+grant_subscription() { gc_iam pubsub subscriptions add-iam-policy-binding "$1" --member="$2" --role="$3" --format=none; }
+grant_on_account() { gc_iam iam service-accounts add-iam-policy-binding "$1" --member="$2" --role="$3" --format=none; }
 grant_repository() {
-  gc artifacts repositories add-iam-policy-binding "$ARTIFACT_REPO" --location="$REGION" \
+  gc_iam artifacts repositories add-iam-policy-binding "$ARTIFACT_REPO" --location="$REGION" \
     --member="$1" --role="$2" --format=none
 }

@@ -38,7 +38,7 @@ teardown_functions() {
   local name
   # Deleting a function deletes its Eventarc trigger and the trigger's subscription.
   for name in "$START_FUNCTION" "$PREPROCESS_FUNCTION" "$TRAINING_FUNCTION"; do
-    if gc_lookup functions describe "$name" --gen2 --region="$REGION"; then
+    if gc_lookup functions describe "$name" --v2 --region="$REGION"; then
       gc functions delete "$name" --gen2 --region="$REGION"
     fi
   done
@@ -91,9 +91,11 @@ teardown_identities() {
   revoke_project "serviceAccount:$DATAFLOW_SA" roles/bigquery.readSessionUser
   revoke_project "serviceAccount:$DATAFLOW_SA" "projects/$PROJECT_ID/roles/$BQ_TEMP_ROLE"
   revoke_project "serviceAccount:$TRIGGER_SA" roles/eventarc.eventReceiver
+  revoke_project "serviceAccount:$BUILD_SA" roles/logging.logWriter
+  revoke_project "serviceAccount:$BUILD_SA" roles/storage.objectViewer
   local account
   # Grants on the accounts themselves, the bucket, topics and repository go with those resources.
-  for account in "$FUNCTIONS_SA" "$DATAFLOW_SA" "$TRAINING_SA" "$TRIGGER_SA"; do
+  for account in "$FUNCTIONS_SA" "$DATAFLOW_SA" "$TRAINING_SA" "$TRIGGER_SA" "$BUILD_SA"; do
     if gc_lookup iam service-accounts describe "$account"; then
       gc iam service-accounts delete "$account"
     fi

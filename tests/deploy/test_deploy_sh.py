@@ -43,6 +43,8 @@ def _sa(name: str) -> str:
 
 FUNCTIONS_SA, DATAFLOW_SA = _sa("mlrelay-functions"), _sa("mlrelay-dataflow")
 TRAINING_SA, TRIGGER_SA = _sa("mlrelay-training"), _sa("mlrelay-trigger")
+BUILD_SA = _sa("mlrelay-build")
+BUILD_SA_RESOURCE = f"projects/{PROJECT}/serviceAccounts/{BUILD_SA}"
 PUBSUB_AGENT = f"service-{NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 GCS_AGENT = f"service-{NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
 FUNCTIONS = {  # name: (entry point, trigger)
@@ -219,7 +221,7 @@ def test_trigger_files_notify_the_start_topic(first):
 
 
 def test_service_accounts_and_exactly_the_bindings_each_needs(first):
-    assert set(first.resources("service_account")) == {FUNCTIONS_SA, DATAFLOW_SA, TRAINING_SA, TRIGGER_SA}
+    assert set(first.resources("service_account")) == {FUNCTIONS_SA, DATAFLOW_SA, TRAINING_SA, TRIGGER_SA, BUILD_SA}
     role = first.resources("role")["mlrelayBigQueryTempDatasets"]
     assert role["includedPermissions"] == ["bigquery.datasets.create"]
     writer = first.resources("sink")["mlrelay-job-events"]["writerIdentity"]
@@ -242,6 +244,10 @@ def test_service_accounts_and_exactly_the_bindings_each_needs(first):
         ("topic:mlrelay-dead-letter", sa + PUBSUB_AGENT, "roles/pubsub.publisher"),
         ("topic:mlrelay-job-events", writer, "roles/pubsub.publisher"),
         ("repository:mlrelay", sa + DATAFLOW_SA, "roles/artifactregistry.reader"),
+        (f"project:{PROJECT}", sa + BUILD_SA, "roles/logging.logWriter"),
+        (f"project:{PROJECT}", sa + BUILD_SA, "roles/storage.objectViewer"),
+        (f"bucket:{BUCKET}", sa + BUILD_SA, "roles/storage.objectAdmin"),
+        ("repository:mlrelay", sa + BUILD_SA, "roles/artifactregistry.writer"),
     }
     for function in FUNCTIONS:
         expected.add((f"function:{function}", sa + TRIGGER_SA, "roles/run.invoker"))
@@ -272,6 +278,9 @@ def test_each_function_is_deployed_gen2_private_retried_with_its_trigger(first, 
     assert call.flag("no-allow-unauthenticated") is True and call.flag("allow-unauthenticated") is None
     assert call.flag("retry") is True
     assert call.flag("service-account") == FUNCTIONS_SA and call.flag("trigger-service-account") == TRIGGER_SA
+    # built as the build account into the project's own repository, never as the Compute default account
+    assert call.flag("build-service-account") == BUILD_SA_RESOURCE
+    assert call.flag("docker-repository") == f"projects/{PROJECT}/locations/{REGION}/repositories/mlrelay"
     assert call.flag("min-instances") == "0"
     assert int(call.flag("timeout").rstrip("s")) <= 540  # event-driven functions' limit
     filters = sorted(call.flags.get("trigger-event-filters", []))
@@ -325,6 +334,39 @@ def test_flex_template_spec_points_at_the_built_image_with_the_workers_account(w
     pins = (context / "requirements.txt").read_text().split()
     assert pins == deploy_helpers.pinned_requirements((REPO / "requirements.txt").read_text())
     assert tag == deploy_helpers.content_hash(context)
+
+
+def test_every_build_runs_as_the_build_account_and_logs_to_the_bucket(first):
+    builds = first.named("builds", "submit")
+    assert builds
+    for call in builds:
+        assert call.flag("service-account") == BUILD_SA_RESOURCE
+        assert call.flag("gcs-log-dir").startswith(f"gs://{BUCKET}/tmp/")
+        assert call.flag("region") == REGION
+    assert all(call.flag("build-service-account") == BUILD_SA_RESOURCE for call in first.named("functions", "deploy"))
+    # the deployments' describes use the documented --v2
+    assert all(call.flag("v2") is True and call.flag("gen2") is None for call in first.named("functions", "describe"))
+
+
+def test_grants_to_new_accounts_are_retried_until_iam_has_seen_them(workspace, tmp_path):
+    """IAM is eventually consistent: the first grants naming a just-created account fail."""
+    env = workspace.env(FAKE_GCLOUD_STATE=str(tmp_path / "state.json"), FAKE_GCLOUD_IAM_LAG="2",
+                        IAM_RETRY_DELAY="0")
+    run = workspace.run(env=env)
+    assert run.result.returncode == 0, run.result.stdout[-2000:] + run.result.stderr[-2000:]
+    refused = [error for error in run.errors if "does not exist" in error]
+    assert len(refused) == 2 * 5, refused  # two refusals for each of the five accounts
+    assert "IAM has not seen the account yet" in run.result.stdout
+    assert run.bindings() >= {(f"project:{PROJECT}", f"serviceAccount:{BUILD_SA}", "roles/logging.logWriter")}
+
+
+def test_a_grant_that_keeps_failing_stops_the_deployment_naming_it(workspace, tmp_path):
+    env = workspace.env(FAKE_GCLOUD_STATE=str(tmp_path / "state.json"), FAKE_GCLOUD_IAM_LAG="9",
+                        IAM_RETRY_DELAY="0", IAM_ATTEMPTS="3")
+    run = workspace.run(env=env)
+    assert run.result.returncode != 0
+    assert "failed after 3 attempt(s)" in run.result.stderr and "add-iam-policy-binding" in run.result.stderr
+    assert not run.named("functions", "deploy")
 
 
 def test_trainer_package_is_the_trainer_sdist(workspace, first):
