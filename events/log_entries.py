@@ -12,14 +12,30 @@ jsonPayload or protoPayload). `classify` recognises the three kinds of entry tha
   cancellation wording is not documented, so "Job was cancelled.", "Job cancelled." and
   "Job canceled." are all taken; the function confirms every job end with the API anyway. Lines
   from the training code itself (task_name "workerpool0-0", ...) are never terminal.
-- Dataflow job (resource.type "dataflow_step", log ".../logs/dataflow.googleapis.com%2Fjob-message",
-  resource.labels.job_id and job_name): the service's "Workflow failed." message, alone or
-  followed by "Causes: ...". Success needs no log line: the pipeline's manifest object signals it.
+  Every service line is taken whatever its severity ("Job failed." is an INFO line, like the
+  others); nothing here or in the sink filters reads the severity.
+- Dataflow job (resource.type "dataflow_step", resource.labels.job_id and job_name, repeated in
+  the entry labels dataflow.googleapis.com/job_id and job_name), two ways to fail:
+  - the job message (log ".../logs/dataflow.googleapis.com%2Fjob-message") "Workflow failed.",
+    alone or followed by "Causes: ...", once the pipeline runs;
+  - a Flex Template whose launch fails (the template's program exits in the launcher container:
+    bad parameters, an unreadable source) never gets that far; its job logs
+    "Error occurred in the launcher container: Template launch failed. See console logs." at
+    ERROR, after the cause, which the launcher logs at INFO
+    (https://cloud.google.com/dataflow/docs/guides/common-errors, "Template launch failed with
+    error"; https://cloud.google.com/dataflow/docs/guides/troubleshoot-templates, "Flex Template
+    launcher logs show wrong severity"). The job logs are the job-message log
+    (https://cloud.google.com/dataflow/docs/guides/logging, "Log types"); the launcher's own log
+    (dataflow.googleapis.com%2Flauncher) is taken too, since the troubleshooting page files the
+    line under the launcher logs. Whatever follows the colon, the line is taken.
+  Success needs no log line: the pipeline's manifest object signals it.
 - Vertex AI deployment: the Admin Activity audit entry of the long-running
   google.cloud.aiplatform.v1.EndpointService.DeployModel operation whose `operation.last` is true
   (https://cloud.google.com/logging/docs/audit/understanding-audit-logs,
   https://cloud.google.com/vertex-ai/docs/general/audit-logging); protoPayload.status holds the
-  error, if any (google.rpc.Code: 1 is CANCELLED).
+  error, if any (google.rpc.Code: 1 is CANCELLED). Which fields that last entry carries is not
+  documented for DeployModel: it is taken with or without a status or a response, and the
+  function reads the operation itself for the outcome.
 
 Every other entry (the jobs' ordinary lines) classifies as None. The sink filters in
 `events.sink_filters` are written from the same constants, so the cloud sink, the local sink and
@@ -40,7 +56,11 @@ VERTEX_RESOURCE_TYPE = "ml_job"
 VERTEX_SERVICE_TASK = "service"
 VERTEX_JOB_STATE_LABEL = "ml.googleapis.com/job_state"
 VERTEX_SUCCEEDED_LINE = "Job completed successfully."
-VERTEX_FAILED_LINE = "Job failed."
+VERTEX_FAILED_LINE = "Job failed."  # an INFO line, as every service line is
+# The cancellation line's wording is NOT documented: this is the form the local cloud writes, and
+# VERTEX_TERMINAL_REGEX also takes "Job cancelled." and "Job canceled.". A job end is always
+# confirmed with the job API (the job_state label, when a line carries it, is read first), and the
+# reconcile sweep of design.md reads the job API, not this line.
 VERTEX_CANCELLED_LINE = "Job was cancelled."
 # Written with [.] rather than a backslash so the same text works inside a Logging query string.
 VERTEX_TERMINAL_REGEX = r"^Job (completed successfully|failed|(was )?cancell?ed)[.]"
@@ -48,10 +68,28 @@ VERTEX_WORKER_TASK_REGEX = r"^workerpool"
 
 DATAFLOW_RESOURCE_TYPE = "dataflow_step"
 DATAFLOW_JOB_MESSAGE_LOG = "dataflow.googleapis.com%2Fjob-message"
+DATAFLOW_LAUNCHER_LOG = "dataflow.googleapis.com%2Flauncher"
+DATAFLOW_JOB_ID_LABEL = "dataflow.googleapis.com/job_id"
+DATAFLOW_JOB_NAME_LABEL = "dataflow.googleapis.com/job_name"
 DATAFLOW_FAILED_LINE = "Workflow failed."
 DATAFLOW_FAILED_REGEX = r"^Workflow failed[.]"
+# A Flex Template launch that failed, as the Dataflow troubleshooting pages print it
+# (https://cloud.google.com/dataflow/docs/guides/common-errors, "Template launch failed with
+# error", and https://cloud.google.com/dataflow/docs/guides/troubleshoot-templates, "Flex Template
+# launcher logs show wrong severity"): the job never reaches "Workflow failed.". The second page
+# prints the line after its severity ("ERROR: Error occurred ..."), so that form is taken too, and
+# the match ends at the colon, so a line giving another reason after it is taken as well.
+DATAFLOW_LAUNCHER_FAILED_LINE = (
+    "Error occurred in the launcher container: Template launch failed. See console logs."
+)
+DATAFLOW_LAUNCHER_FAILED_REGEX = r"^(ERROR: )?Error occurred in the launcher container: "
 
 AIPLATFORM_SERVICE = "aiplatform.googleapis.com"
+# The audit entry that ends a DeployModel operation: its methodName and operation.last are
+# documented for audited long-running operations, the rest of its form for DeployModel is NOT, so
+# it is taken with or without protoPayload.status / response, the deploy's outcome is always read
+# from the operation itself (functions.stages.deploy), and the reconcile sweep of design.md reads
+# the operation, not this entry.
 DEPLOY_MODEL_METHOD = "google.cloud.aiplatform.v1.EndpointService.DeployModel"
 AUDIT_ACTIVITY_LOG = "cloudaudit.googleapis.com%2Factivity"
 RPC_CODE_CANCELLED = 1
@@ -81,6 +119,7 @@ _VERTEX_STATE_OUTCOMES = {
 VERTEX_TERMINAL_JOB_STATES = tuple(_VERTEX_STATE_OUTCOMES)
 _VERTEX_TERMINAL = re.compile(VERTEX_TERMINAL_REGEX)
 _DATAFLOW_FAILED = re.compile(DATAFLOW_FAILED_REGEX)
+_DATAFLOW_LAUNCHER_FAILED = re.compile(DATAFLOW_LAUNCHER_FAILED_REGEX)
 
 
 @dataclass(frozen=True)
@@ -214,13 +253,19 @@ def _classify_vertex(entry: LogEntry) -> JobTerminal | None:
 
 
 def _classify_dataflow(entry: LogEntry) -> JobTerminal | None:
-    if not entry.log_name.endswith("/logs/" + DATAFLOW_JOB_MESSAGE_LOG):
+    log = entry.log_name.rpartition("/logs/")[2] if "/logs/" in entry.log_name else ""
+    message = entry.message
+    workflow_failed = log == DATAFLOW_JOB_MESSAGE_LOG and _DATAFLOW_FAILED.match(message)
+    launch_failed = (log in (DATAFLOW_JOB_MESSAGE_LOG, DATAFLOW_LAUNCHER_LOG)
+                     and _DATAFLOW_LAUNCHER_FAILED.match(message))
+    if not (workflow_failed or launch_failed):
         return None
-    job_id = entry.resource_labels.get("job_id", "")
-    if not job_id or not _DATAFLOW_FAILED.match(entry.message):
+    # The resource labels name the job; the entry labels repeat them, so either will do.
+    job_id = entry.resource_labels.get("job_id") or entry.labels.get(DATAFLOW_JOB_ID_LABEL, "")
+    job_name = entry.resource_labels.get("job_name") or entry.labels.get(DATAFLOW_JOB_NAME_LABEL) or None
+    if not job_id and job_name is None:
         return None
-    return JobTerminal(JobKind.DATAFLOW_JOB, job_id, JobOutcome.FAILED, entry.message,
-                       job_name=entry.resource_labels.get("job_name") or None,
+    return JobTerminal(JobKind.DATAFLOW_JOB, job_id, JobOutcome.FAILED, message, job_name=job_name,
                        timestamp=entry.timestamp, insert_id=entry.insert_id)
 
 

@@ -8,7 +8,11 @@ and keeps to the language subset the local evaluator reads (its tests compile ev
 - vertex-job-terminal: a Vertex AI custom job's service line that ends it (not its workers' lines).
   Custom-job log entries carry no job labels, so every custom job in the project passes; the
   function confirms with the API that the job is one of ours.
-- dataflow-job-failed: "Workflow failed." from a Dataflow job named like a run id.
+- dataflow-job-failed: a Dataflow job named like a run id that failed: "Workflow failed." in its
+  job messages, or, when its Flex Template launch failed before the pipeline ran, "Error occurred
+  in the launcher container: ..." in its job messages or its launcher log. The job name is read
+  from the resource labels or the entry labels (dataflow.googleapis.com/job_name), which carry it
+  alike.
 - deploy-model-done: the last audit entry of a DeployModel operation (success or error).
 - job-events: any of the three (the filter of the sink that feeds the job-events topic).
 """
@@ -22,6 +26,9 @@ from events.log_entries import (
     AUDIT_ACTIVITY_LOG,
     DATAFLOW_FAILED_REGEX,
     DATAFLOW_JOB_MESSAGE_LOG,
+    DATAFLOW_JOB_NAME_LABEL,
+    DATAFLOW_LAUNCHER_FAILED_REGEX,
+    DATAFLOW_LAUNCHER_LOG,
     DATAFLOW_RESOURCE_TYPE,
     DEPLOY_MODEL_METHOD,
     VERTEX_JOB_STATE_LABEL,
@@ -48,11 +55,13 @@ VERTEX_JOB_TERMINAL = (
     f' AND (labels."{VERTEX_JOB_STATE_LABEL}"=({_STATES}) OR {_message_matches(VERTEX_TERMINAL_REGEX)})'
 )
 
+# Every OR is parenthesised: in the Logging query language OR binds tighter than AND.
 DATAFLOW_JOB_FAILED = (
     f'resource.type="{DATAFLOW_RESOURCE_TYPE}"'
-    f' AND logName:"{DATAFLOW_JOB_MESSAGE_LOG}"'
-    f' AND resource.labels.job_name=~"{RUN_ID_REGEX}"'
-    f" AND {_message_matches(DATAFLOW_FAILED_REGEX)}"
+    f' AND (resource.labels.job_name=~"{RUN_ID_REGEX}" OR labels."{DATAFLOW_JOB_NAME_LABEL}"=~"{RUN_ID_REGEX}")'
+    f' AND ((logName:"{DATAFLOW_JOB_MESSAGE_LOG}" AND {_message_matches(DATAFLOW_FAILED_REGEX)})'
+    f' OR (logName:("{DATAFLOW_JOB_MESSAGE_LOG}" OR "{DATAFLOW_LAUNCHER_LOG}")'
+    f" AND {_message_matches(DATAFLOW_LAUNCHER_FAILED_REGEX)}))"
 )
 
 DEPLOY_MODEL_DONE = (

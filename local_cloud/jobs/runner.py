@@ -1,14 +1,18 @@
 """Local "Dataflow" and "Vertex AI training": the real pipeline and trainer as child processes.
 
-A job has an id, a state and a child process. Preprocessing runs `python -m beam_pipeline.run` on
-DirectRunner; training runs the CustomJob's python module with the AIP_* variables Vertex AI sets.
-Cloud Storage URIs of the local buckets (gs://B/x) are handed to the child as paths of the bucket
-directories, as Vertex AI hands /gcs/B/x through its Cloud Storage FUSE mount.
+A job has an id, a state and a child process. Preprocessing runs the Beam pipeline on DirectRunner
+behind the checks a Flex Template's launcher makes (`python -m local_cloud.jobs.launcher`, the
+arguments of `python -m beam_pipeline.run`); training runs the CustomJob's python module with the
+AIP_* variables Vertex AI sets. Cloud Storage URIs of the local buckets (gs://B/x) are handed to the
+child as paths of the bucket directories, as Vertex AI hands /gcs/B/x through its Cloud Storage
+FUSE mount.
 
 Each job writes LogEntries shaped like the cloud's (resource ml_job / dataflow_step): its output
 lines as ordinary entries, and at the end the terminal line the cloud writes ("Job completed
-successfully.", "Job failed.", ...). The log router decides, with the sinks' filters, which of them
-go on to Pub/Sub.
+successfully.", "Job failed.", ...). A Dataflow job that fails writes "Workflow failed. Causes: ..."
+once its pipeline has started, and the launcher's failure line ("Error occurred in the launcher
+container: ...") when it failed before, as a Flex Template whose program exits in the launcher
+does. The log router decides, with the sinks' filters, which of them go on to Pub/Sub.
 """
 from __future__ import annotations
 
@@ -28,7 +32,14 @@ from typing import Callable
 
 from events.log_entries import DATAFLOW_FAILED_LINE, JobOutcome
 from events.timestamps import format_rfc3339
-from local_cloud.logging.entries import dataflow_job_message_entry, vertex_job_log_entry, vertex_job_terminal_entry
+from local_cloud.jobs.launcher import LAUNCHED_LINE
+from local_cloud.logging.entries import (
+    LAUNCH_EXIT_LINE,
+    dataflow_job_message_entry,
+    dataflow_launch_failed_entry,
+    vertex_job_log_entry,
+    vertex_job_terminal_entry,
+)
 
 ACTIVE_DATAFLOW = ("JOB_STATE_PENDING", "JOB_STATE_QUEUED", "JOB_STATE_RUNNING")
 VERTEX_OUTCOMES = {
@@ -59,6 +70,8 @@ class LocalJob:
     error: str = ""
     process: subprocess.Popen | None = None
     log_lines: list[str] = field(default_factory=list)
+    launched: bool = False  # Dataflow: the launch's checks passed and the pipeline started
+    exit_code: int | None = None
 
 
 def _now() -> str:
@@ -104,7 +117,7 @@ class JobRunner:
             stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H_%M_%S")
             job_id = f"{stamp}-{random.getrandbits(60)}"
             source = parameters["source"]
-            command = [sys.executable, "-m", "beam_pipeline.run",
+            command = [sys.executable, "-m", "local_cloud.jobs.launcher",
                        "--source", source if source == "bigquery" else self.local_path(source),
                        "--out", self.local_path(parameters["out"]),
                        "--runner", "DirectRunner"]
@@ -194,10 +207,14 @@ class JobRunner:
             for line in job.process.stdout:
                 log_file.write(line)
                 line = line.rstrip("\n")
+                if job.kind == "dataflow" and not job.launched and line == LAUNCHED_LINE:
+                    job.launched = True  # the runner's own signal: kept in the file, not logged
+                    continue
                 job.log_lines = (job.log_lines + [line])[-200:]
                 if line:
                     self.write_log(self._entry(job, line, "INFO"))
         code = job.process.wait()
+        job.exit_code = code
         if job.state == "JOB_STATE_CANCELLING" or (self._stopping and code < 0):
             final = "JOB_STATE_CANCELLED"
         elif code == 0:
@@ -211,7 +228,8 @@ class JobRunner:
         job.resource.update(state=final, endTime=job.ended, startTime=job.started)
         if job.error:
             job.resource["error"] = {"code": 13, "message": job.error}
-        self.write_log(self._terminal_entry(job))
+        for entry in self._terminal_entries(job):
+            self.write_log(entry)
 
     def _entry(self, job: LocalJob, text: str, severity: str) -> dict:
         insert_id = uuid.uuid4().hex[:16]
@@ -222,15 +240,22 @@ class JobRunner:
         return dataflow_job_message_entry(self.project, job.job_id, job.display_name, self.region, text,
                                           now, insert_id, severity=severity)
 
-    def _terminal_entry(self, job: LocalJob) -> dict:
+    def _terminal_entries(self, job: LocalJob) -> list[dict]:
+        """What the service logs as the job ends, the line that ends it last."""
         now = datetime.now(timezone.utc)
         insert_id = uuid.uuid4().hex[:16]
         if job.kind == "vertex":
             outcome = VERTEX_OUTCOMES.get(job.state, JobOutcome.FAILED)
-            return vertex_job_terminal_entry(self.project, job.job_id, outcome, now, insert_id)
+            return [vertex_job_terminal_entry(self.project, job.job_id, outcome, now, insert_id)]
         if job.state == "JOB_STATE_DONE":
-            return self._entry(job, "Worker pool stopped.", "INFO")
-        return self._entry(job, f"{DATAFLOW_FAILED_LINE} Causes: {job.error or job.state}", "ERROR")
+            return [self._entry(job, "Worker pool stopped.", "INFO")]
+        if job.state == "JOB_STATE_FAILED" and not job.launched:
+            # It failed where the cloud runs the template's program, in the launcher container (its
+            # arguments, settings or source): no pipeline ran, so no "Workflow failed.".
+            return [self._entry(job, LAUNCH_EXIT_LINE.format(code=job.exit_code), "ERROR"),
+                    dataflow_launch_failed_entry(self.project, job.job_id, job.display_name, self.region,
+                                                 now, insert_id)]
+        return [self._entry(job, f"{DATAFLOW_FAILED_LINE} Causes: {job.error or job.state}", "ERROR")]
 
     def stop(self, timeout: float = 10.0) -> None:
         """End every running job (and its process group)."""

@@ -2,12 +2,14 @@
 
 The shapes follow entries Google Cloud writes: a Vertex AI custom job's service lines (log
 `projects/P/logs/ml.googleapis.com%2F<job id>`, resource ml_job with job_id / task_name /
-project_id, entry labels ml.googleapis.com/endpoint and ml.googleapis.com/job_state), a Dataflow
-job message (log `dataflow.googleapis.com%2Fjob-message`, resource dataflow_step with job_id /
-job_name / project_id / region / step_id, entry labels dataflow.googleapis.com/*), and the Admin
-Activity audit entry of a long-running DeployModel operation (protoPayload AuditLog, `operation`
-with id / producer / first / last). Entries are plain dicts so they serialise straight to a sink
-message.
+project_id, entry labels ml.googleapis.com/endpoint and ml.googleapis.com/job_state; every
+service line, "Job failed." too, at INFO), a Dataflow job message (log
+`dataflow.googleapis.com%2Fjob-message`, resource dataflow_step with job_id / job_name /
+project_id / region / step_id, entry labels dataflow.googleapis.com/*), among them the line of a
+Flex Template launch that failed (events.log_entries.DATAFLOW_LAUNCHER_FAILED_LINE, at ERROR), and
+the Admin Activity audit entry of a long-running DeployModel operation (protoPayload AuditLog,
+`operation` with id / producer / first / last). Entries are plain dicts so they serialise straight
+to a sink message.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ from typing import Any
 from events.log_entries import (
     AIPLATFORM_SERVICE,
     AUDIT_ACTIVITY_LOG,
+    DATAFLOW_JOB_ID_LABEL,
     DATAFLOW_JOB_MESSAGE_LOG,
+    DATAFLOW_JOB_NAME_LABEL,
+    DATAFLOW_LAUNCHER_FAILED_LINE,
     DATAFLOW_RESOURCE_TYPE,
     DEPLOY_MODEL_METHOD,
     VERTEX_CANCELLED_LINE,
@@ -29,11 +34,19 @@ from events.log_entries import (
 )
 from events.timestamps import TimeLike, format_rfc3339
 
+# The service's line and job_state label for each end. All are INFO lines: Vertex AI logs "Job
+# failed." at INFO, not ERROR. The cancellation line's wording is not documented (see
+# events.log_entries.VERTEX_CANCELLED_LINE).
 _VERTEX_TERMINAL_LINES = {
-    JobOutcome.SUCCEEDED: (VERTEX_SUCCEEDED_LINE, "SUCCEEDED", "INFO"),
-    JobOutcome.FAILED: (VERTEX_FAILED_LINE, "FAILED", "ERROR"),
-    JobOutcome.CANCELLED: (VERTEX_CANCELLED_LINE, "CANCELLED", "INFO"),
+    JobOutcome.SUCCEEDED: (VERTEX_SUCCEEDED_LINE, "SUCCEEDED"),
+    JobOutcome.FAILED: (VERTEX_FAILED_LINE, "FAILED"),
+    JobOutcome.CANCELLED: (VERTEX_CANCELLED_LINE, "CANCELLED"),
 }
+
+
+# The line before DATAFLOW_LAUNCHER_FAILED_LINE in a failed launch's job logs (common-errors page):
+# an ordinary line, not a job end.
+LAUNCH_EXIT_LINE = "Error: Template launch failed: exit status {code}"
 
 
 def _with_message(entry: dict[str, Any], message: str, structured: bool) -> dict[str, Any]:
@@ -79,9 +92,9 @@ def vertex_job_log_entry(
 def vertex_job_terminal_entry(
     project: str, job_id: str, outcome: JobOutcome | str, timestamp: TimeLike, insert_id: str
 ) -> dict[str, Any]:
-    """The service line that ends a custom job with `outcome`."""
-    line, state, severity = _VERTEX_TERMINAL_LINES[JobOutcome(outcome)]
-    return vertex_job_log_entry(project, job_id, line, timestamp, insert_id, job_state=state, severity=severity)
+    """The service line that ends a custom job with `outcome` (at INFO, as the service logs it)."""
+    line, state = _VERTEX_TERMINAL_LINES[JobOutcome(outcome)]
+    return vertex_job_log_entry(project, job_id, line, timestamp, insert_id, job_state=state)
 
 
 def dataflow_job_message_entry(
@@ -95,17 +108,21 @@ def dataflow_job_message_entry(
     *,
     severity: str = "INFO",
     structured: bool = False,
+    log: str = DATAFLOW_JOB_MESSAGE_LOG,
 ) -> dict[str, Any]:
-    """One Dataflow job message (the service's own account of the job, not a worker's log)."""
+    """One Dataflow job message (the service's own account of the job, not a worker's log).
+
+    `log` names another of the job's logs with the same shape (events.log_entries.DATAFLOW_*_LOG).
+    """
     entry: dict[str, Any] = {
         "insertId": insert_id,
         "labels": {
-            "dataflow.googleapis.com/job_id": job_id,
-            "dataflow.googleapis.com/job_name": job_name,
+            DATAFLOW_JOB_ID_LABEL: job_id,
+            DATAFLOW_JOB_NAME_LABEL: job_name,
             "dataflow.googleapis.com/log_type": "system",
             "dataflow.googleapis.com/region": region,
         },
-        "logName": f"projects/{project}/logs/{DATAFLOW_JOB_MESSAGE_LOG}",
+        "logName": f"projects/{project}/logs/{log}",
         "resource": {
             "type": DATAFLOW_RESOURCE_TYPE,
             "labels": {"job_id": job_id, "job_name": job_name, "project_id": project,
@@ -116,6 +133,29 @@ def dataflow_job_message_entry(
         "receiveTimestamp": format_rfc3339(timestamp, digits=6),
     }
     return _with_message(entry, message, structured)
+
+
+def dataflow_launch_failed_entry(
+    project: str,
+    job_id: str,
+    job_name: str,
+    region: str,
+    timestamp: TimeLike,
+    insert_id: str,
+    *,
+    message: str = DATAFLOW_LAUNCHER_FAILED_LINE,
+    structured: bool = False,
+    log: str = DATAFLOW_JOB_MESSAGE_LOG,
+) -> dict[str, Any]:
+    """The ERROR line a Flex Template job logs when its launch fails, before any pipeline runs.
+
+    https://cloud.google.com/dataflow/docs/guides/common-errors ("Template launch failed with
+    error") shows it in the job logs after LAUNCH_EXIT_LINE; the cause usually comes before
+    both, at INFO (https://cloud.google.com/dataflow/docs/guides/troubleshoot-templates). `log` is
+    the job-message log, or events.log_entries.DATAFLOW_LAUNCHER_LOG for the launcher's own.
+    """
+    return dataflow_job_message_entry(project, job_id, job_name, region, message, timestamp, insert_id,
+                                      severity="ERROR", structured=structured, log=log)
 
 
 def deploy_model_audit_entry(

@@ -195,6 +195,9 @@ def test_a_preprocessing_failure_ends_the_run_failed(cloud):
     run_id = run_for_message(cloud, publish_start(cloud, {**SMALL_TRAINING, "source": "data/missing.parquet"}))
     status = wait_terminal(cloud, run_id, 180)
     assert status.state.value == "failed" and "Dataflow" in status.reason
+    # The source cannot be read, so the launch fails before any pipeline runs: the job's end is
+    # the launcher's line, as a Flex Template logs it, not "Workflow failed.".
+    assert "Error occurred in the launcher container" in status.reason, status.reason
     assert cloud.jobs.list_custom_jobs({"run_id": run_id}) == []
 
 

@@ -4,8 +4,31 @@ import json
 import pytest
 
 from events.errors import InvalidEvent
-from events.log_entries import JobKind, JobTerminal, LogEntry, JobOutcome, classify, parse_log_entry
-from tests.fakes.log_corpus import FOREIGN, ORDINARY, OPERATION, TERMINAL, WHEN
+from events.log_entries import (
+    DATAFLOW_LAUNCHER_FAILED_LINE,
+    JobKind,
+    JobOutcome,
+    JobTerminal,
+    LogEntry,
+    classify,
+    parse_log_entry,
+)
+from local_cloud.logging.entries import vertex_job_terminal_entry
+from tests.fakes.log_corpus import (
+    DATAFLOW_JOB,
+    FOREIGN,
+    OPERATION,
+    ORDINARY,
+    PROJECT,
+    RUN,
+    TERMINAL,
+    VERTEX_JOB,
+    WHEN,
+    launch_failed,
+    vertex_line,
+)
+
+TERMINAL_BY_NAME = {name: entry for name, entry, _ in TERMINAL}
 
 
 def test_parses_an_entry_from_sink_message_bytes():
@@ -49,10 +72,10 @@ def test_classify(name, entry, expected):
 
 
 def test_classify_reports_the_line_and_the_names_it_carries():
-    dataflow = classify(TERMINAL[8][1])
+    dataflow = classify(TERMINAL_BY_NAME["dataflow failed causes"])
     assert dataflow.message == "Workflow failed. Causes: S05:Read failed."
     assert dataflow.job_name == "run-20261127-045219-0123456789"
-    deploy_error = classify(TERMINAL[11][1])
+    deploy_error = classify(TERMINAL_BY_NAME["deploy error"])
     assert deploy_error == JobTerminal(
         JobKind.VERTEX_DEPLOY_MODEL, OPERATION, JobOutcome.FAILED, "model failed to load",
         resource_name="projects/mlrelay-demo/locations/europe-west1/endpoints/4455",
@@ -61,8 +84,36 @@ def test_classify_reports_the_line_and_the_names_it_carries():
 
 
 def test_foreign_job_ends_are_still_classified():
-    name, entry = FOREIGN[0]
-    assert classify(entry).job_name == "nightly-etl"
+    assert [classify(entry).job_name for _, entry in FOREIGN] == ["nightly-etl", "nightly-etl"]
+
+
+def test_job_failed_at_info_is_a_terminal_line():
+    # Vertex AI logs its "Job failed." service line at INFO; the severity decides nothing.
+    built = vertex_job_terminal_entry(PROJECT, VERTEX_JOB, JobOutcome.FAILED, WHEN, "f")
+    assert built["severity"] == "INFO" and built["textPayload"] == "Job failed."
+    for entry in (built, vertex_line("Job failed.", severity="INFO"), vertex_line("Job failed.", severity="DEFAULT")):
+        ended = classify(entry)
+        assert (ended.kind, ended.job_id, ended.outcome) == (JobKind.VERTEX_CUSTOM_JOB, VERTEX_JOB, JobOutcome.FAILED)
+
+
+def test_a_failed_flex_template_launch_is_a_failure_of_its_dataflow_job():
+    entry = launch_failed()
+    # The documented line (Dataflow's common-errors page), logged at ERROR in the job's messages.
+    assert entry["textPayload"] == DATAFLOW_LAUNCHER_FAILED_LINE
+    assert entry["logName"].endswith("/logs/dataflow.googleapis.com%2Fjob-message")
+    assert entry["resource"]["type"] == "dataflow_step" and entry["severity"] == "ERROR"
+    assert classify(entry) == JobTerminal(JobKind.DATAFLOW_JOB, DATAFLOW_JOB, JobOutcome.FAILED,
+                                          DATAFLOW_LAUNCHER_FAILED_LINE, job_name=RUN, timestamp=WHEN,
+                                          insert_id=entry["insertId"])
+
+
+def test_a_failed_launch_names_its_job_from_the_entry_labels_when_the_resource_does_not():
+    ended = classify(TERMINAL_BY_NAME["dataflow launch failed, names in entry labels"])
+    assert (ended.job_id, ended.job_name) == (DATAFLOW_JOB, RUN)
+    nameless = launch_failed()
+    nameless["resource"]["labels"] = {"project_id": PROJECT}
+    nameless["labels"] = {}
+    assert classify(nameless) is None  # no job to name: nothing to route
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,14 @@ import sys
 
 import pytest
 
-from events.log_entries import classify
+from events.log_entries import DATAFLOW_LAUNCHER_FAILED_LINE, JobKind, JobOutcome, classify
 from events.sink_filters import FILTERS, filter_for, main
 from local_cloud.logging.query import compile_filter, matches
-from tests.fakes.log_corpus import FOREIGN, ORDINARY, TERMINAL
+from tests.fakes.log_corpus import FOREIGN, ORDINARY, RUN, TERMINAL, launch_failed, vertex_line
 from tests.conftest import REPO
+
+# LogSeverity names (https://cloud.google.com/logging/docs/reference/v2/rest/v2/LogEntry#logseverity).
+SEVERITIES = ("DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY")
 
 KIND_FILTERS = {
     "vertex_custom_job": "vertex-job-terminal",
@@ -40,6 +43,29 @@ def test_what_the_sink_forwards_is_always_a_job_end():
     for name, entry, *_ in TERMINAL + ORDINARY + FOREIGN:
         if matches(FILTERS["job-events"], entry):
             assert classify(entry) is not None, name
+
+
+def test_the_sink_passes_a_failed_template_launch_and_classify_fails_the_dataflow_job():
+    # The line Dataflow's troubleshooting pages document for a Flex Template launch that failed.
+    entry = launch_failed()
+    assert entry["textPayload"] == DATAFLOW_LAUNCHER_FAILED_LINE
+    assert matches(filter_for("dataflow-job-failed"), entry)
+    assert matches(filter_for("job-events"), entry)
+    ended = classify(entry)
+    assert (ended.kind, ended.outcome, ended.job_name) == (JobKind.DATAFLOW_JOB, JobOutcome.FAILED, RUN)
+
+
+def test_job_failed_at_info_passes_the_sink():
+    entry = vertex_line("Job failed.", severity="INFO")
+    assert matches(filter_for("vertex-job-terminal"), entry) and matches(filter_for("job-events"), entry)
+
+
+@pytest.mark.parametrize("name, entry", [(n, e) for n, e, *_ in TERMINAL + ORDINARY + FOREIGN])
+def test_the_severity_decides_nothing(name, entry):
+    seen = {(matches(FILTERS["job-events"], {**entry, "severity": severity}), classify({**entry, "severity": severity}))
+            for severity in SEVERITIES}
+    assert len(seen) == 1, name
+    assert seen == {(matches(FILTERS["job-events"], entry), classify(entry))}, name
 
 
 def test_unknown_filter_name_lists_the_known_ones():

@@ -1,12 +1,21 @@
 """Realistic LogEntry dicts shared by the log-entry, sink-filter and local Logging tests.
 
 Vertex AI service lines follow entries a custom job writes (resource ml_job, task_name "service",
-ml.googleapis.com/* labels); the Dataflow and audit entries follow the job-message and Admin
-Activity shapes. Each corpus item is (name, entry, expected classification or None).
+ml.googleapis.com/* labels; every service line at INFO, "Job failed." too); the Dataflow and audit
+entries follow the job-message and Admin Activity shapes, and a failed Flex Template launch logs
+the lines of Dataflow's troubleshooting pages (see events.log_entries). Each corpus item is
+(name, entry, expected classification or None).
 """
-from events.log_entries import JobKind, JobOutcome
+from events.log_entries import (
+    DATAFLOW_LAUNCHER_FAILED_LINE,
+    DATAFLOW_LAUNCHER_LOG,
+    JobKind,
+    JobOutcome,
+)
 from local_cloud.logging.entries import (
+    LAUNCH_EXIT_LINE,
     dataflow_job_message_entry,
+    dataflow_launch_failed_entry,
     deploy_model_audit_entry,
     vertex_job_log_entry,
     vertex_job_terminal_entry,
@@ -26,6 +35,21 @@ def vertex_line(message, state=None, **kw):
 def dataflow_line(message, severity="INFO", job_name=RUN, **kw):
     return dataflow_job_message_entry(PROJECT, DATAFLOW_JOB, job_name, "europe-west1", message, WHEN,
                                       "df-" + message[:8], severity=severity, **kw)
+
+
+def launch_failed(message=DATAFLOW_LAUNCHER_FAILED_LINE, job_name=RUN, **kw):
+    return dataflow_launch_failed_entry(PROJECT, DATAFLOW_JOB, job_name, "europe-west1", WHEN,
+                                        "lf-" + message[:8], message=message, **kw)
+
+
+def _launcher_log(message, severity="INFO"):
+    return dataflow_line(message, severity, log=DATAFLOW_LAUNCHER_LOG)
+
+
+def _names_only_in_entry_labels(entry):
+    """The entry with resource.labels naming no job: the dataflow.googleapis.com/* labels still do."""
+    labels = {k: v for k, v in entry["resource"]["labels"].items() if k not in ("job_id", "job_name")}
+    return {**entry, "resource": {**entry["resource"], "labels": labels}}
 
 
 def audit(**kw):
@@ -56,6 +80,14 @@ TERMINAL = [
     ("dataflow failed", dataflow_line("Workflow failed.", "ERROR"), DATAFLOW_FAILED),
     ("dataflow failed causes", dataflow_line("Workflow failed. Causes: S05:Read failed.", "ERROR"), DATAFLOW_FAILED),
     ("dataflow json payload", dataflow_line("Workflow failed.", "ERROR", structured=True), DATAFLOW_FAILED),
+    ("dataflow launch failed", launch_failed(), DATAFLOW_FAILED),
+    ("dataflow launch failed, launcher log", launch_failed(log=DATAFLOW_LAUNCHER_LOG), DATAFLOW_FAILED),
+    ("dataflow launch failed, json payload", launch_failed(structured=True), DATAFLOW_FAILED),
+    ("dataflow launch failed, after its severity", launch_failed("ERROR: " + DATAFLOW_LAUNCHER_FAILED_LINE),
+     DATAFLOW_FAILED),
+    ("dataflow launch failed, another reason",
+     launch_failed("Error occurred in the launcher container: Template launch failed: timeout."), DATAFLOW_FAILED),
+    ("dataflow launch failed, names in entry labels", _names_only_in_entry_labels(launch_failed()), DATAFLOW_FAILED),
     ("deploy done", audit(deployed_model_id="dm-1"), (JobKind.VERTEX_DEPLOY_MODEL, OPERATION, JobOutcome.SUCCEEDED)),
     ("deploy error", audit(error=(9, "model failed to load")), (JobKind.VERTEX_DEPLOY_MODEL, OPERATION, JobOutcome.FAILED)),
     ("deploy cancelled", audit(error=(1, "cancelled")), (JobKind.VERTEX_DEPLOY_MODEL, OPERATION, JobOutcome.CANCELLED)),
@@ -73,6 +105,10 @@ ORDINARY = [
     ("dataflow step", dataflow_line("Executing success step success22", "DEBUG")),
     ("dataflow started", dataflow_line("Workflow started.")),
     ("dataflow worker log", _worker_log("Workflow failed.")),
+    ("dataflow launch exit status", dataflow_line(LAUNCH_EXIT_LINE.format(code=13), "ERROR")),
+    ("dataflow launch cause at INFO", _launcher_log("preprocess: error: no files match 'gs://b/data/x.parquet'")),
+    ("dataflow launcher line in a worker log", _worker_log(DATAFLOW_LAUNCHER_FAILED_LINE)),
+    ("dataflow launcher mention mid-line", dataflow_line("Retrying: " + DATAFLOW_LAUNCHER_FAILED_LINE, "ERROR")),
     ("deploy started", audit(first=True, last=False)),
     ("undeploy done", {**audit(), "protoPayload": {**audit()["protoPayload"],
                                                    "methodName": "google.cloud.aiplatform.v1.EndpointService.UndeployModel"}}),
@@ -83,5 +119,6 @@ ORDINARY = [
 # Classified as a job end, but not one of ours, so the sink does not forward it.
 FOREIGN = [
     ("other dataflow job", dataflow_line("Workflow failed.", "ERROR", job_name="nightly-etl")),
+    ("other dataflow job's launch", launch_failed(job_name="nightly-etl")),
 ]
 

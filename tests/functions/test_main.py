@@ -403,3 +403,18 @@ def test_a_failed_dataflow_job_fails_its_run(clients, cloud):
     status = run_status(cloud, run_id)
     assert status.state == "failed" and "S02:Read natality failed" in status.reason
     assert cloud.jobs.training_calls == []
+
+
+def test_a_failed_flex_template_launch_fails_its_run(clients, cloud):
+    # A launch that fails in the launcher container never logs "Workflow failed.": its job logs
+    # this line instead (Dataflow's common-errors page, "Template launch failed with error").
+    run_id = start_a_run(clients, cloud)
+    entry = dataflow_job_message("2026-11-27_05_01_03-4369315246414288431", run_id,
+                                 "Error occurred in the launcher container: Template launch failed. See console logs.")
+
+    response = deliver(clients["on_training_complete"], log_entry_message(entry))
+
+    assert response.status_code == 200
+    status = run_status(cloud, run_id)
+    assert status.state == "failed" and "Error occurred in the launcher container" in status.reason
+    assert cloud.jobs.training_calls == []
