@@ -13,6 +13,10 @@ from functions.platform import ModelVersion
 # Where the Flex Template spec lives when the configuration names none (the local cloud has no
 # template to read; deploy.sh uploads the real one and sets MLRELAY_FLEX_TEMPLATE).
 DEFAULT_TEMPLATE_NAME = "packages/preprocess-template.json"
+# Where the trainer sdist lives when the configuration names none. Vertex AI requires at least one
+# package URI (PythonPackageSpec.packageUris is "Required.", and an empty list is no list in
+# proto3); the local cloud runs the trainer module from the checkout and installs nothing.
+DEFAULT_TRAINER_PACKAGE_NAME = "packages/mlrelay-trainer.tar.gz"
 TRAINER_MODULE = "trainer.task"
 TRAINING_MACHINE_TYPE = "n1-standard-4"
 
@@ -65,7 +69,7 @@ def custom_job(config: Config, run_id: str, manifest_uri: str, base_output_uri: 
                 "replicaCount": "1",
                 "pythonPackageSpec": {
                     "executorImageUri": config.training_image,
-                    "packageUris": [config.trainer_package] if config.trainer_package else [],
+                    "packageUris": [config.trainer_package or config.uri(DEFAULT_TRAINER_PACKAGE_NAME)],
                     "pythonModule": TRAINER_MODULE,
                     "args": ["--manifest", manifest_uri, *trainer_args],
                 },

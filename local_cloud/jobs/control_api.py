@@ -3,7 +3,10 @@
 Paths and bodies follow the cloud's REST references (Dataflow v1b3 flexTemplates.launch and jobs.get;
 Vertex AI v1 customJobs create/get/list/cancel); errors use Google's JSON error shape, with the
 codes the cloud uses (409 ALREADY_EXISTS for a Dataflow job name in use, 404 NOT_FOUND, 400
-INVALID_ARGUMENT). Model Registry and Endpoints are local_cloud.vertex's, on a port of their own.
+INVALID_ARGUMENT). A request body is held against its method's schema in Google's discovery
+documents before anything runs (local_cloud.discovery), so an unknown or mistyped field is
+refused here as the cloud refuses it, not accepted and ignored. Model Registry and Endpoints are
+local_cloud.vertex's, on a port of their own.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from local_cloud import discovery
 from local_cloud.jobs.runner import JobConflict, JobRunner, LocalJob
 
 _STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 409: "ALREADY_EXISTS",
@@ -97,17 +101,20 @@ class ControlApi:
         return response(environ, start_response)
 
     @staticmethod
-    def _body(request: Request) -> dict:
+    def _body(request: Request, method_id: str) -> dict:
+        """The request's JSON body once the method's schema accepts it (SchemaMismatch, a
+        ValueError, answers 400 otherwise)."""
         try:
             body = json.loads(request.get_data() or b"{}")
         except ValueError:
             raise ValueError("request body is not JSON") from None
         if not isinstance(body, dict):
             raise ValueError("request body must be a JSON object")
+        discovery.check_request(method_id, body)
         return body
 
     def _launch(self, request: Request, project: str, region: str) -> Response:
-        body = self._body(request)
+        body = self._body(request, "dataflow.projects.locations.flexTemplates.launch")
         try:
             job = self.jobs.launch_flex_template(body.get("launchParameter") or {})
         except JobConflict as exc:
@@ -121,7 +128,7 @@ class ControlApi:
         return _json(dataflow_job_resource(job))
 
     def _custom_create(self, request: Request, project: str, region: str) -> Response:
-        job = self.jobs.create_custom_job(self._body(request))
+        job = self.jobs.create_custom_job(self._body(request, "aiplatform.projects.locations.customJobs.create"))
         return _json(custom_job_resource(job))
 
     def _custom_list(self, request: Request, project: str, region: str) -> Response:
@@ -135,6 +142,7 @@ class ControlApi:
         return _json(custom_job_resource(job))
 
     def _custom_cancel(self, request: Request, project: str, region: str, job_id: str) -> Response:
+        self._body(request, "aiplatform.projects.locations.customJobs.cancel")
         if self.jobs.get(job_id) is None:
             return google_error(404, f"CustomJob {job_id} not found")
         self.jobs.cancel(job_id)

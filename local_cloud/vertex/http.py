@@ -6,6 +6,12 @@ there, requests that arrive together go to the model as one call on a worker thr
 PredictResponse JSON. Every other method may block (waiting for an operation, reading state under the
 service's lock), so it runs on a thread pool and never holds up a prediction.
 
+The bodies of models.upload and endpoints.deployModel/undeployModel are held against their
+schemas in Google's discovery document (local_cloud.discovery) on that thread pool, before the
+service acts: an unknown or mistyped field is answered 400 INVALID_ARGUMENT, as Vertex AI answers
+it. Predict bodies are not: that is the hot path, and a PredictRequest's ``instances`` is a
+free-form list the schema says nothing about (the registry checks their shape itself).
+
 uvicorn brings HTTP/1.1 itself (keep-alive, pipelining, ``Expect: 100-continue``, malformed
 requests) with httptools' C parser and uvloop when they are installed; this module is the
 ASGI application and the server's life in a background thread. It depends on the registry
@@ -27,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import parse_qs, unquote
 from weakref import WeakKeyDictionary
 
+from local_cloud import discovery
 from local_cloud.vertex.rest_rules import MAX_PREDICT_PAYLOAD_BYTES, ApiError, invalid, parse_duration
 from local_cloud.vertex.routing import predict_response
 from local_cloud.vertex.row_format import check_prediction_count
@@ -170,6 +177,22 @@ _ROUTES: list[tuple[str, re.Pattern, str]] = [
 ]
 
 
+# The actions whose request bodies are checked against the discovery document, by method id.
+_CHECKED_BODIES = {
+    "upload": "aiplatform.projects.locations.models.upload",
+    "deploy": "aiplatform.projects.locations.endpoints.deployModel",
+    "undeploy": "aiplatform.projects.locations.endpoints.undeployModel",
+}
+
+
+def check_body(method_id: str, body: Any) -> None:
+    """Refuse, as INVALID_ARGUMENT, a request body that the method's schema does not accept."""
+    try:
+        discovery.check_request(method_id, body)
+    except discovery.SchemaMismatch as exc:
+        raise invalid(str(exc)) from None
+
+
 class _BadBody(Exception):
     """A request body refused before it was read whole; the connection is closed after the answer.
 
@@ -287,6 +310,18 @@ class VertexRestApp:
         return await asyncio.get_running_loop().run_in_executor(self._api_executor, call)
 
     def _blocking_call(self, action: str, argument: str | None, body: Any, query: dict) -> Callable[[], dict]:
+        call = self._service_call(action, argument, body, query)
+        method_id = _CHECKED_BODIES.get(action)
+        if method_id is None:
+            return call
+
+        def checked() -> dict:
+            check_body(method_id, body)
+            return call()
+
+        return checked
+
+    def _service_call(self, action: str, argument: str | None, body: Any, query: dict) -> Callable[[], dict]:
         service = self.service
         if action == "upload":
             return lambda: service.upload_model(body)

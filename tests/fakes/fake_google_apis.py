@@ -4,7 +4,11 @@ It keeps just enough state to carry a run through (Flex Template jobs, CustomJob
 an endpoint and its long-running operations), records every request it receives (method, path,
 query, JSON body) so that tests can hold them against the documented shapes, answers with the
 documented response shapes, and fails on demand with Google's JSON error body
-(https://cloud.google.com/apis/design/errors#http_mapping).
+(https://cloud.google.com/apis/design/errors#http_mapping). Each route names its method in
+Google's discovery documents: a request body the method's schema refuses is answered 400
+INVALID_ARGUMENT, as the service answers it, and every answer is held against the method's
+response schema, so that a drift of the fake from the real format is listed in `drift` (the
+`apis` fixture fails the test that met one).
 Request and resource formats:
 - Dataflow: https://cloud.google.com/dataflow/docs/reference/rest/v1b3/projects.locations.flexTemplates/launch
 - Vertex AI: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.customJobs,
@@ -19,6 +23,8 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from local_cloud import discovery
 
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
                 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
@@ -39,6 +45,9 @@ class Recorded:
     path: str
     query: dict
     body: dict | None
+    method_id: str = ""  # the discovery document's id of the method the path routes to
+    status: int = 0
+    answer: dict | None = None
 
 
 @dataclass
@@ -61,6 +70,7 @@ class FakeGoogleApis:
     models: dict[str, list[dict]] = field(default_factory=dict)  # model name -> versions
     endpoints: dict[str, dict] = field(default_factory=dict)  # endpoint name -> resource
     operations: dict[str, dict] = field(default_factory=dict)
+    drift: list[str] = field(default_factory=list)  # answers that the response schemas refuse
     hold_uploads: bool = False  # upload operations stay running until complete_uploads()
     lock: threading.Lock = field(default_factory=threading.Lock)
     _counter: int = 0
@@ -143,14 +153,21 @@ class FakeGoogleApis:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
+        recorded = Recorded(method, path, parse_qs(url.query), body)
         with self.lock:
-            self.requests.append(Recorded(method, path, parse_qs(url.query), body))
+            self.requests.append(recorded)
         try:
-            status, payload = 200, self._route(method, path, parse_qs(url.query), body or {})
+            status, payload = 200, self._route(recorded)
         except ApiError as exc:
             status = exc.status
             payload = {"error": {"code": exc.status, "message": exc.message,
                                  "status": STATUS_NAMES.get(exc.status, "UNKNOWN")}}
+        recorded.status, recorded.answer = status, payload
+        if status == 200 and recorded.method_id:
+            errors = discovery.response_errors(recorded.method_id, payload)
+            if errors:
+                with self.lock:
+                    self.drift.append(f"{method} {path} ({recorded.method_id}): " + "; ".join(errors))
         data = json.dumps(payload).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -158,33 +175,44 @@ class FakeGoogleApis:
         handler.end_headers()
         handler.wfile.write(data)
 
-    def _route(self, method: str, path: str, query: dict, body: dict) -> dict:
+    def _route(self, recorded: Recorded) -> dict:
+        method, path, query, body = recorded.method, recorded.path, recorded.query, recorded.body or {}
         with self.lock:
             for failure in self.failures:
                 if failure.method == method and failure.times > 0 and re.search(failure.path_pattern, path):
                     failure.times -= 1
                     raise ApiError(failure.status, failure.message)
-        for route_method, pattern, action in self._routes():
+        for route_method, pattern, action, method_id in self._routes():
             match = re.fullmatch(pattern, path)
             if match and route_method == method:
+                recorded.method_id = method_id
+                if method == "POST":
+                    errors = discovery.request_errors(method_id, body)
+                    if errors:
+                        raise ApiError(400, "Invalid JSON payload received. " + "; ".join(errors))
                 with self.lock:
                     return action(match, query, body)
         raise ApiError(404, f"no fake route for {method} {path}")
 
     def _routes(self):
+        vertex = "aiplatform.projects.locations"
         return [
-            ("POST", rf"/v1b3/{LOCATION}/flexTemplates:launch", self._launch_flex_template),
-            ("POST", rf"/v1/{LOCATION}/customJobs", self._create_custom_job),
-            ("GET", rf"/v1/{LOCATION}/customJobs", self._list_custom_jobs),
-            ("GET", rf"/v1/{LOCATION}/customJobs/(?P<job>[^/:]+)", self._get_custom_job),
-            ("GET", rf"/v1/(?P<model>{LOCATION}/models/[^/:@]+)", self._get_model),
-            ("POST", rf"/v1/{LOCATION}/models:upload", self._upload_model),
-            ("GET", rf"/v1/(?P<model>{LOCATION}/models/[^/:@]+):listVersions", self._list_versions),
-            ("GET", rf"/v1/(?P<endpoint>{LOCATION}/endpoints/[^/:]+)", self._get_endpoint),
-            ("POST", rf"/v1/(?P<endpoint>{LOCATION}/endpoints/[^/:]+):deployModel", self._deploy_model),
+            ("POST", rf"/v1b3/{LOCATION}/flexTemplates:launch", self._launch_flex_template,
+             "dataflow.projects.locations.flexTemplates.launch"),
+            ("POST", rf"/v1/{LOCATION}/customJobs", self._create_custom_job, f"{vertex}.customJobs.create"),
+            ("GET", rf"/v1/{LOCATION}/customJobs", self._list_custom_jobs, f"{vertex}.customJobs.list"),
+            ("GET", rf"/v1/{LOCATION}/customJobs/(?P<job>[^/:]+)", self._get_custom_job, f"{vertex}.customJobs.get"),
+            ("GET", rf"/v1/(?P<model>{LOCATION}/models/[^/:@]+)", self._get_model, f"{vertex}.models.get"),
+            ("POST", rf"/v1/{LOCATION}/models:upload", self._upload_model, f"{vertex}.models.upload"),
+            ("GET", rf"/v1/(?P<model>{LOCATION}/models/[^/:@]+):listVersions", self._list_versions,
+             f"{vertex}.models.listVersions"),
+            ("GET", rf"/v1/(?P<endpoint>{LOCATION}/endpoints/[^/:]+)", self._get_endpoint, f"{vertex}.endpoints.get"),
+            ("POST", rf"/v1/(?P<endpoint>{LOCATION}/endpoints/[^/:]+):deployModel", self._deploy_model,
+             f"{vertex}.endpoints.deployModel"),
             # The REST clients poll operations on the "/ui/" binding of the service's HTTP rules
             # (the first that matches); "/v1/" is the documented one.
-            ("GET", rf"/(?:ui|v1)/(?P<name>{LOCATION}/.+/operations/[^/]+)", self._get_operation),
+            ("GET", rf"/(?:ui|v1)/(?P<name>{LOCATION}/.+/operations/[^/]+)", self._get_operation,
+             f"{vertex}.operations.get"),
         ]
 
     # Dataflow

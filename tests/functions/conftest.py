@@ -86,3 +86,4 @@ def apis():
     fake.url = fake.start()
     yield fake
     fake.stop()
+    assert not fake.drift, "the fake answered outside the documented response schemas:\n" + "\n".join(fake.drift)

@@ -230,7 +230,8 @@ CALLS = {
 @pytest.mark.parametrize("call", sorted(CALLS))
 def test_api_errors_arrive_as_the_platform_kinds_with_the_api_message(apis, dataflow, vertex_jobs, models,
                                                                       call, status, kind):
-    apis.models[f"{PARENT}/models/babyweight"] = [{"name": f"{PARENT}/models/babyweight", "versionId": "1"}]
+    apis.models[f"{PARENT}/models/babyweight"] = [{"name": f"{PARENT}/models/babyweight", "versionId": "1",
+                                                   "displayName": "babyweight"}]
     path, invoke = CALLS[call]
     apis.fail("POST", path, status, message=f"the fake says {status}")
     with pytest.raises(kind, match=f"the fake says {status}") as raised:

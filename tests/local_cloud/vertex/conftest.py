@@ -89,7 +89,8 @@ class Rest:
 
     def deploy(self, endpoint: str, model: str, traffic_split: dict) -> dict:
         body = {
-            "deployedModel": {"model": model, "dedicatedResources": {"machineSpec": {"machineType": "n1-standard-2"}}},
+            "deployedModel": {"model": model, "dedicatedResources": {"machineSpec": {"machineType": "n1-standard-2"},
+                                                                     "minReplicaCount": 1}},
             "trafficSplit": traffic_split,
         }
         return self.ok("POST", f"endpoints/{endpoint}:deployModel", body)

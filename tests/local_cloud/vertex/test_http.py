@@ -1,5 +1,6 @@
-"""The HTTP front: Google's error JSON for bad requests, body limits, concurrent clients, loopback
-only, and the batcher that runs the predictions arriving together as one model call.
+"""The HTTP front: Google's error JSON for bad requests, request bodies and answers held against
+Vertex AI's discovery document, body limits, concurrent clients, loopback only, and the batcher
+that runs the predictions arriving together as one model call.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from local_cloud import discovery
 from local_cloud.vertex.http import ModelServiceServer, PredictionBatcher
 from local_cloud.vertex.registry import ModelService
 from local_cloud.vertex.rest_rules import ApiError
@@ -63,6 +65,88 @@ def test_bad_predict_requests_get_400_with_google_error_json(service_factory, sa
     assert status == 404 and answer["error"]["status"] == "NOT_FOUND"
     # The connection still works after every refusal.
     assert rest.predict("babyweight", [BABY])[0] == 200
+
+
+def test_bodies_outside_the_discovery_schemas_are_refused_and_change_nothing(service_factory, saved_models):
+    service, rest = service_factory()
+    service.create_endpoint("babyweight", "babyweight")
+    rest.upload(saved_models["v1"], modelId="babyweight")
+    deployed = deployed_version(rest, "babyweight", f"{PARENT}/models/babyweight", {"0": 100})
+    model = {"displayName": "babyweight", "artifactUri": saved_models["v2"], "containerSpec": {"imageUri": "i"}}
+    resources = {"machineSpec": {"machineType": "n1-standard-2"}, "minReplicaCount": 1}
+    refused = [
+        ("models:upload", {"parentModel": f"{PARENT}/models/babyweight", "model": {**model, "artifactUrl": "x"}},
+         "model.artifactUrl: unknown field"),
+        ("models:upload", {"modelId": "other", "model": {**model, "labels": {"run_id": 7}}},
+         'model.labels["run_id"]: expected a JSON string, got 7'),
+        ("models:upload", {"modelId": "other", "model": {"artifactUri": saved_models["v2"]}},
+         "model.displayName: required field missing"),
+        ("models:upload", {"modelId": "other"}, "model: required field missing"),
+        ("endpoints/babyweight:deployModel",
+         {"deployedModel": {"model": f"{PARENT}/models/babyweight", "dedicatedResources": {**resources,
+                                                                                          "minReplicaCount": "1"}}},
+         "deployedModel.dedicatedResources.minReplicaCount: expected a JSON number without a fraction"),
+        ("endpoints/babyweight:deployModel",
+         {"deployedModel": {"model": f"{PARENT}/models/babyweight", "dedicatedResources": resources},
+          "trafficSplit": {"0": "100"}}, 'trafficSplit["0"]: expected a JSON number'),
+        ("endpoints/babyweight:deployModel",
+         {"deployedModel": {"modelName": f"{PARENT}/models/babyweight"}}, "deployedModel.modelName: unknown field"),
+        ("endpoints/babyweight:undeployModel", {"deployedModelId": int(deployed)},
+         f"deployedModelId: expected a JSON string, got {int(deployed)}"),
+        ("endpoints/babyweight:undeployModel", {}, "deployedModelId: required field missing"),
+    ]
+    for path, body, message in refused:
+        status, answer = rest.call("POST", path, body)
+        assert status == 400, (body, answer)
+        assert answer["error"]["code"] == 400 and answer["error"]["status"] == "INVALID_ARGUMENT"
+        assert message in answer["error"]["message"], answer
+    assert [v["versionId"] for v in rest.ok("GET", "models/babyweight:listVersions")["models"]] == ["1"]
+    assert rest.call("GET", "models/other")[0] == 404
+    assert [d["id"] for d in rest.ok("GET", "endpoints/babyweight")["deployedModels"]] == [deployed]
+
+
+def test_the_front_answers_in_the_documented_response_schemas(service_factory, saved_models):
+    service, rest = service_factory()
+    service.create_endpoint("babyweight", "babyweight")
+    vertex = "aiplatform.projects.locations"
+    first = rest.upload(saved_models["v1"], modelId="babyweight", model={"labels": {"run_id": "r1"}})
+    second = rest.upload(saved_models["v2"], parentModel=f"{PARENT}/models/babyweight")
+    deploying = rest.deploy("babyweight", f"{PARENT}/models/babyweight@1", {"0": 100})
+    deployed = rest.wait(deploying)
+    canary = rest.wait(rest.deploy("babyweight", f"{PARENT}/models/babyweight@2", {"0": 10,
+                       deployed["response"]["deployedModel"]["id"]: 90}))
+    undeployed = rest.ok("POST", "endpoints/babyweight:undeployModel", {
+        "deployedModelId": canary["response"]["deployedModel"]["id"],
+        "trafficSplit": {deployed["response"]["deployedModel"]["id"]: 100}})
+    answers = [
+        (f"{vertex}.models.upload", first), (f"{vertex}.models.upload", second),
+        (f"{vertex}.endpoints.deployModel", deploying),
+        (f"{vertex}.operations.wait", deployed), (f"{vertex}.operations.wait", canary),
+        (f"{vertex}.endpoints.undeployModel", undeployed),
+        (f"{vertex}.operations.get", rest.ok("GET", f"operations/{deploying['name'].rsplit('/', 1)[1]}")),
+        (f"{vertex}.models.get", rest.ok("GET", "models/babyweight@1")),
+        (f"{vertex}.models.listVersions", rest.ok("GET", "models/babyweight:listVersions")),
+        (f"{vertex}.endpoints.get", rest.ok("GET", "endpoints/babyweight")),
+        (f"{vertex}.endpoints.predict", rest.predict("babyweight", [BABY])[1]),
+    ]
+    for method_id, answer in answers:
+        assert discovery.response_errors(method_id, answer) == [], (method_id, answer)
+
+
+def test_predict_bodies_are_not_held_against_the_schema(service_factory, saved_models, monkeypatch):
+    """Predict is the hot path, and its instances are free-form: the schema check is not on it."""
+    service, rest = service_factory()
+    service.create_endpoint("babyweight", "babyweight")
+    rest.upload(saved_models["v1"], modelId="babyweight")
+    deployed_version(rest, "babyweight", f"{PARENT}/models/babyweight", {"0": 100})
+    checked: list[str] = []
+    original = discovery.check_request
+    monkeypatch.setattr(discovery, "check_request", lambda method_id, body, version=None: (
+        checked.append(method_id), original(method_id, body, version))[1])
+    assert rest.predict("babyweight", [BABY])[0] == 200
+    assert checked == []
+    assert rest.call("POST", "endpoints/babyweight:undeployModel", {})[0] == 400
+    assert checked == ["aiplatform.projects.locations.endpoints.undeployModel"]
 
 
 def test_bodies_over_the_limit_are_refused_and_chunked_bodies_are_read(service_factory, saved_models):
