@@ -11,7 +11,8 @@
 # Settings (environment; defaults in brackets):
 #   PROJECT_ID (required)          REGION [us-central1]           BUCKET [$PROJECT_ID-mlrelay]
 #   START_TOPIC, JOB_EVENTS_TOPIC, DEAD_LETTER_TOPIC, MODEL_NAME, ENDPOINT_ID, TRAFFIC_PERCENT,
-#   TRAINING_IMAGE, SERVING_IMAGE, SERVING_MACHINE_TYPE, MAX_WORKERS [functions/config.py's defaults]
+#   SERVING_IMAGE, SERVING_MACHINE_TYPE, MAX_WORKERS [functions/config.py's defaults]
+#   TRAINING_IMAGE [built from deploy/training_image into ARTIFACT_REPO]
 #   SCHEDULE [0 3 * * 1]           SCHEDULE_TZ [Etc/UTC]          SCHEDULE_REQUEST [{"source":"bigquery"}]
 #   START_FUNCTION, PREPROCESS_FUNCTION, TRAINING_FUNCTION [mlrelay-start-pipeline, ...]
 #   FUNCTION_MAX_INSTANCES [5]     MAX_DELIVERY_ATTEMPTS [10]     SCHEDULER_JOB [mlrelay-retrain]
@@ -79,6 +80,7 @@ load_settings() {
   DEPLOY_ATTEMPTS=${DEPLOY_ATTEMPTS:-3}
   RETRY_DELAY=${RETRY_DELAY:-30}
   KEEP_BUCKET=${KEEP_BUCKET:-0}
+  TRAINING_IMAGE=${TRAINING_IMAGE:-}
   IAM_RETRY_DELAY=${IAM_RETRY_DELAY:-2}
   IAM_ATTEMPTS=${IAM_ATTEMPTS:-6}
 
@@ -220,30 +222,41 @@ create_notification() {
   fi
 }
 
+# build_image CONTEXT IMAGE: build with Cloud Build as the build account, unless the image exists.
+# Every tag is its build context's hash, so unchanged code is not built again. A build run as a
+# chosen account must say where its logs go; they stay in the bucket's tmp/ for a week.
+build_image() {
+  local context=$1 image=$2
+  if ! gc_lookup artifacts docker images describe "$image"; then
+    gc builds submit "$context" --tag="$image" --region="$REGION" \
+      --service-account="$BUILD_SA_RESOURCE" --gcs-log-dir="gs://$BUCKET/tmp/build-logs" \
+      --gcs-source-staging-dir="gs://$BUCKET/tmp/build-source"
+  fi
+}
+
 build_flex_template() {
   say "Dataflow Flex Template $FLEX_TEMPLATE"
   local tag image
   tag=$(helper stage-flex "$WORK/flex-context")
   image=$LAUNCHER_IMAGE:$tag
-  # The tag is the build context's hash: an unchanged pipeline is not built again. A build run as
-  # a chosen account must say where its logs go; they stay in the bucket's tmp/ for a week.
-  if ! gc_lookup artifacts docker images describe "$image"; then
-    gc builds submit "$WORK/flex-context" --tag="$image" --region="$REGION" \
-      --service-account="$BUILD_SA_RESOURCE" --gcs-log-dir="gs://$BUCKET/tmp/build-logs" \
-      --gcs-source-staging-dir="gs://$BUCKET/tmp/build-source"
-  fi
+  build_image "$WORK/flex-context" "$image"
   gc dataflow flex-template build "$FLEX_TEMPLATE" --image="$image" --sdk-language=PYTHON \
     --metadata-file="$WORK/flex-context/metadata.json" --service-account-email="$DATAFLOW_SA" \
     --temp-location="gs://$BUCKET/tmp/" --staging-location="gs://$BUCKET/tmp/staging/" \
     --max-workers="$MAX_WORKERS"
 }
 
-upload_trainer() {
-  say "Trainer package"
-  local sdist
-  sdist=$(helper build-sdist "$WORK/dist")
-  TRAINER_PACKAGE=gs://$BUCKET/packages/${sdist##*/}
-  gc storage cp "$sdist" "$TRAINER_PACKAGE"
+build_training_image() {
+  if [[ -n $TRAINING_IMAGE ]]; then
+    say "Training image $TRAINING_IMAGE (given)"
+    return 0
+  fi
+  local tag
+  tag=$(helper stage-training "$WORK/training-context")
+  TRAINING_IMAGE=$REGION-docker.pkg.dev/$PROJECT_ID/$ARTIFACT_REPO/trainer:$tag
+  say "Training image $TRAINING_IMAGE"
+  # Vertex AI pulls it from the project's own repository as its service agent.
+  build_image "$WORK/training-context" "$TRAINING_IMAGE"
 }
 
 create_endpoint() {
@@ -307,7 +320,7 @@ deploy_functions() {
     "MODEL_NAME=$MODEL_NAME" "ENDPOINT_ID=$ENDPOINT_ID" "TRAFFIC_PERCENT=$TRAFFIC_PERCENT" \
     "DATAFLOW_SA=$DATAFLOW_SA" "TRAINING_SA=$TRAINING_SA" "TRAINING_IMAGE=$TRAINING_IMAGE" \
     "SERVING_IMAGE=$SERVING_IMAGE" "SERVING_MACHINE_TYPE=$SERVING_MACHINE_TYPE" \
-    "TRAINER_PACKAGE=$TRAINER_PACKAGE" "FLEX_TEMPLATE=$FLEX_TEMPLATE" "MAX_WORKERS=$MAX_WORKERS")
+    "FLEX_TEMPLATE=$FLEX_TEMPLATE" "MAX_WORKERS=$MAX_WORKERS")
   # Validating a request, recording the run and one Flex Template launch call: 2 minutes is ample.
   deploy_function "$START_FUNCTION" start_pipeline 120s --trigger-topic="$START_TOPIC"
   # Every object finalized in the bucket arrives here; all but a run's manifest return at once,
@@ -358,7 +371,7 @@ deploy() {
   create_notification
   create_repository
   build_flex_template
-  upload_trainer
+  build_training_image
   create_endpoint
   create_sink
   deploy_functions

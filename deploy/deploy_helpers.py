@@ -3,7 +3,7 @@
 deploy.sh runs ``python deploy/deploy_helpers.py COMMAND ...``; each command is a thin wrapper
 around a pure function here, so the tests call the same functions directly. Everything that has
 one definition in the project's code (the functions' configuration, the run-request schema, the
-trainer sdist) is taken from there rather than repeated in shell.
+images' pinned packages) is taken from there rather than repeated in shell.
 
 Commands (settings are passed as KEY=VALUE arguments, never read from the environment):
   check-settings KEY=VALUE...   print every problem with the settings; exit 1 if there is one
@@ -11,7 +11,7 @@ Commands (settings are passed as KEY=VALUE arguments, never read from the enviro
   function-env KEY=VALUE...     the functions' --set-env-vars value (MLRELAY_*)
   stage-functions DEST          the functions' source directory: main.py, functions/, events/, requirements.txt
   stage-flex DEST               the Flex Template's build context; prints its content hash
-  build-sdist DEST              build the trainer sdist into DEST; prints its path
+  stage-training DEST           the training image's build context; prints its content hash
   notifications TOPIC PREFIX BUCKET
                                 read `gcloud storage buckets notifications list --format=json` on
                                 stdin; print the name of each config that sends PREFIX to TOPIC
@@ -34,6 +34,9 @@ if str(REPO_ROOT) not in sys.path:
 
 DEPLOY_DIR = Path(__file__).resolve().parent
 FLEX_DIR = DEPLOY_DIR / "flex_template"
+TRAINING_DIR = DEPLOY_DIR / "training_image"
+# What the trainer imports (natality_sample's pyarrow and pandas: the Bayes floor of synthetic data).
+TRAINING_PINNED = ("tensorflow-cpu", "keras", "numpy", "pyarrow", "pandas")
 FUNCTIONS_ENTRY = DEPLOY_DIR / "functions_main.py"
 # The packages the deployed functions import; functions/requirements.txt lists their dependencies.
 FUNCTION_PACKAGES = ("functions", "events")
@@ -104,6 +107,8 @@ def settings_errors(settings: Mapping[str, str]) -> list[str]:
             if not re.fullmatch(r"[0-9]+", value) or not low <= int(value) <= high:
                 errors.append(f"{name}={value!r} is not valid: it must be a whole number from {low} to {high}")
     for name in _NO_SEPARATORS:
+        if name == "TRAINING_IMAGE" and not settings.get(name):
+            continue  # unset: deploy.sh builds the project's own
         if name in settings and (not settings[name] or re.search(r"[\s,]", settings[name])):
             errors.append(f"{name}={settings[name]!r} is not valid: it must be non-empty, without spaces or commas")
     if "MODEL_NAME" in settings:
@@ -153,7 +158,6 @@ def config_defaults() -> dict[str, str]:
         "MODEL_NAME": defaults["model_name"],
         "ENDPOINT_ID": defaults["endpoint_id"],
         "TRAFFIC_PERCENT": str(defaults["traffic_percent"]),
-        "TRAINING_IMAGE": defaults["training_image"],
         "SERVING_IMAGE": defaults["serving_image"],
         "SERVING_MACHINE_TYPE": defaults["serving_machine_type"],
         "MAX_WORKERS": str(defaults["max_workers"]),
@@ -185,7 +189,6 @@ def function_env(settings: Mapping[str, str]) -> dict[str, str]:
         "training_service_account": settings["TRAINING_SA"],
         "training_image": settings["TRAINING_IMAGE"],
         "serving_image": settings["SERVING_IMAGE"],
-        "trainer_package": settings["TRAINER_PACKAGE"],
         "flex_template": settings["FLEX_TEMPLATE"],
         "max_workers": int(settings["MAX_WORKERS"]),
         "serving_machine_type": settings["SERVING_MACHINE_TYPE"],
@@ -228,7 +231,8 @@ def stage_functions(dest: Path, repo_root: Path = REPO_ROOT) -> Path:
     return dest
 
 
-def pinned_requirements(requirements_text: str, names: Iterable[str] = FLEX_PINNED) -> list[str]:
+def pinned_requirements(requirements_text: str, names: Iterable[str] = FLEX_PINNED,
+                        image: str = "the Flex Template image") -> list[str]:
     """The lines of a requirements file that pin ``names`` (extras kept), in the order of ``names``."""
     pins: dict[str, str] = {}
     for line in requirements_text.splitlines():
@@ -238,7 +242,7 @@ def pinned_requirements(requirements_text: str, names: Iterable[str] = FLEX_PINN
             pins[match.group(1).lower().replace("_", "-")] = line
     missing = [name for name in names if name not in pins]
     if missing:
-        raise DeployError(f"requirements.txt pins none of {', '.join(missing)} (the Flex Template image needs them)")
+        raise DeployError(f"requirements.txt pins none of {', '.join(missing)} ({image} needs them)")
     return [pins[name] for name in names]
 
 
@@ -260,6 +264,23 @@ def stage_flex(dest: Path, repo_root: Path = REPO_ROOT) -> str:
     return content_hash(dest)
 
 
+def stage_training(dest: Path, repo_root: Path = REPO_ROOT) -> str:
+    """Lay out the training image's build context and return its content hash (the image tag)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    dockerfile = repo_root / "deploy" / TRAINING_DIR.name / "Dockerfile"
+    if not dockerfile.is_file():
+        raise DeployError(f"{dockerfile} is missing")
+    shutil.copy2(dockerfile, dest / "Dockerfile")
+    for package in ("trainer", "natality_sample"):
+        if not (repo_root / package / "__init__.py").is_file():
+            raise DeployError(f"{repo_root / package} is not a package: the training image ships it")
+        shutil.copytree(repo_root / package, dest / package, ignore=_IGNORED, dirs_exist_ok=True)
+    pins = pinned_requirements((repo_root / "requirements.txt").read_text(), TRAINING_PINNED, "the training image")
+    (dest / "requirements.txt").write_text("\n".join(pins) + "\n")
+    return content_hash(dest)
+
+
 def content_hash(directory: Path, length: int = 16) -> str:
     """A hash of every file's relative path and bytes: equal trees, equal hashes."""
     digest = hashlib.sha256()
@@ -269,17 +290,6 @@ def content_hash(directory: Path, length: int = 16) -> str:
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:length]
 
-
-def build_sdist(dest: Path) -> Path:
-    from deploy.trainer_sdist import PackagingError, build_trainer_sdist
-
-    try:
-        return build_trainer_sdist(dest)
-    except PackagingError as exc:
-        raise DeployError(str(exc)) from None
-
-
-# --- reading gcloud's answers -------------------------------------------------------------------
 
 def matching_notifications(listing: Any, topic: str, prefix: str, bucket: str) -> list[str]:
     """The notification configs of ``bucket`` that send objects under ``prefix`` to ``topic``.
@@ -342,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             stage_functions(Path(rest[0]))
         elif command == "stage-flex":
             print(stage_flex(Path(rest[0])))
-        elif command == "build-sdist":
-            print(build_sdist(Path(rest[0])))
+        elif command == "stage-training":
+            print(stage_training(Path(rest[0])))
         elif command == "notifications":
             text = sys.stdin.read().strip()
             for name in matching_notifications(json.loads(text) if text else [], rest[0], rest[1], rest[2]):

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from functions.config import Config, ConfigError
+from functions.config import LOCAL_TRAINING_IMAGE, Config, ConfigError
 from functions.platform import Platform
 
 
 def check_gcp_config(config: Config) -> None:
     """Refuse a cloud configuration that lacks what launching jobs needs, naming what is missing."""
-    required = {"MLRELAY_FLEX_TEMPLATE": config.flex_template, "MLRELAY_TRAINER_PACKAGE": config.trainer_package}
-    missing = [variable for variable, value in required.items() if not value]
+    missing = [variable for variable, value in (("MLRELAY_FLEX_TEMPLATE", config.flex_template),
+                                                ("MLRELAY_TRAINING_IMAGE", config.training_image)) if not value]
     if missing:
-        raise ConfigError(f"gcp platform needs {' and '.join(missing)} (gs:// URIs that deploy.sh uploads)")
-    for variable, value in required.items():
-        if not value.startswith("gs://"):
-            raise ConfigError(f"{variable} must be a gs:// URI, not {value!r}")
+        raise ConfigError(f"gcp platform needs {' and '.join(missing)} (deploy.sh uploads the template and "
+                          f"builds the image)")
+    if not config.flex_template.startswith("gs://"):
+        raise ConfigError(f"MLRELAY_FLEX_TEMPLATE must be a gs:// URI, not {config.flex_template!r}")
+    if config.training_image == LOCAL_TRAINING_IMAGE or "/" not in config.training_image:
+        raise ConfigError(f"MLRELAY_TRAINING_IMAGE must name an image in a registry Vertex AI can pull "
+                          f"(REGION-docker.pkg.dev/PROJECT/REPO/trainer:TAG), not {config.training_image!r}")
 
 
 def build_platform(config: Config) -> Platform:

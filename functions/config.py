@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 PLATFORMS = ("local", "gcp")
+LOCAL_TRAINING_IMAGE = "mlrelay-trainer:local"
 
 
 # Each setting's environment variable, MLRELAY_<NAME>: the one table from_env and to_env read.
@@ -22,7 +23,7 @@ ENV_NAMES = {
     "local_root": "LOCAL_ROOT", "local_api": "LOCAL_API", "local_models_api": "LOCAL_MODELS_API",
     "dataflow_service_account": "DATAFLOW_SA", "training_service_account": "TRAINING_SA",
     "training_image": "TRAINING_IMAGE", "serving_image": "SERVING_IMAGE",
-    "trainer_package": "TRAINER_PACKAGE", "flex_template": "FLEX_TEMPLATE",
+    "flex_template": "FLEX_TEMPLATE",
     "max_workers": "MAX_WORKERS", "serving_machine_type": "SERVING_MACHINE_TYPE",
 }
 
@@ -52,15 +53,15 @@ class Config:
     local_root: str = ""
     local_api: str = ""
     local_models_api: str = ""
-    # gcp: accounts, images and packages deploy.sh provisions.
+    # gcp: accounts, images and the template deploy.sh provisions.
     dataflow_service_account: str = ""
     training_service_account: str = ""
-    # The trainer is Keras 3, which Vertex's prebuilt training images carry from TF 2.16 on; the
-    # serving image stays at 2.15 (the newest prebuilt one), which loads the exported graph
-    # (scripts/check_serving_compat.sh proves it).
-    training_image: str = "us-docker.pkg.dev/vertex-ai/training/tf-cpu.2-17.py310:latest"
+    # Our own training image (deploy/training_image), which deploy.sh builds into the project's
+    # Artifact Registry; this default is only the name a local `docker build -t` would give it
+    # (the local cloud runs the image's command, not the image). The serving image is still
+    # Vertex's prebuilt TF 2.15 one, which loads the exported graph (scripts/check_serving_compat.sh).
+    training_image: str = LOCAL_TRAINING_IMAGE
     serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
-    trainer_package: str = ""
     flex_template: str = ""
     max_workers: int = 4
     # gcp: the machine each deployed model version is served on (dedicated resources, one replica).

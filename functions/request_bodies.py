@@ -13,11 +13,8 @@ from functions.platform import ModelVersion
 # Where the Flex Template spec lives when the configuration names none (the local cloud has no
 # template to read; deploy.sh uploads the real one and sets MLRELAY_FLEX_TEMPLATE).
 DEFAULT_TEMPLATE_NAME = "packages/preprocess-template.json"
-# Where the trainer sdist lives when the configuration names none. Vertex AI requires at least one
-# package URI (PythonPackageSpec.packageUris is "Required.", and an empty list is no list in
-# proto3); the local cloud runs the trainer module from the checkout and installs nothing.
-DEFAULT_TRAINER_PACKAGE_NAME = "packages/mlrelay-trainer.tar.gz"
-TRAINER_MODULE = "trainer.task"
+# What the training image runs (deploy/training_image/Dockerfile's entry point, the same words).
+TRAINER_COMMAND = ("python", "-m", "trainer.task")
 TRAINING_MACHINE_TYPE = "n1-standard-4"
 
 
@@ -57,20 +54,22 @@ def flex_template_launch(config: Config, run_id: str, source: str, out_uri: str,
 
 def custom_job(config: Config, run_id: str, manifest_uri: str, base_output_uri: str,
                trainer_args: list[str], labels: dict[str, str]) -> dict:
-    """A Vertex AI CustomJob resource (REST v1) running the trainer package.
+    """A Vertex AI CustomJob resource (REST v1) running the trainer in our own training image.
 
+    A container spec, not a Python package on a prebuilt image: pythonPackageSpec takes only
+    Vertex's prebuilt training images, and there is none with a TensorFlow as new as the one the
+    trainer is tested with. The image (deploy/training_image) pins that TensorFlow and Keras.
     Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/CustomJob and
-    .../v1/CustomJobSpec (workerPoolSpecs[].pythonPackageSpec, baseOutputDirectory.outputUriPrefix).
+    .../v1/CustomJobSpec (workerPoolSpecs[].containerSpec, baseOutputDirectory.outputUriPrefix).
     """
     spec: dict = {
         "workerPoolSpecs": [
             {
                 "machineSpec": {"machineType": TRAINING_MACHINE_TYPE},
                 "replicaCount": "1",
-                "pythonPackageSpec": {
-                    "executorImageUri": config.training_image,
-                    "packageUris": [config.trainer_package or config.uri(DEFAULT_TRAINER_PACKAGE_NAME)],
-                    "pythonModule": TRAINER_MODULE,
+                "containerSpec": {
+                    "imageUri": config.training_image,
+                    "command": list(TRAINER_COMMAND),
                     "args": ["--manifest", manifest_uri, *trainer_args],
                 },
             }

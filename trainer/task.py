@@ -1,6 +1,6 @@
 """Entry point of the trainer: ``python -m trainer.task --data-dir DIR --job-dir DIR``.
 
-Vertex AI runs this module from the trainer sdist. It honours Vertex's variables
+Vertex AI runs this module in mlrelay's training image (deploy/training_image). It honours Vertex's variables
 (``AIP_MODEL_DIR`` for the SavedModel, ``AIP_TENSORBOARD_LOG_DIR``, ``CLOUD_ML_JOB_ID``) and
 reads and writes ``gs://`` locations through Vertex's Cloud Storage FUSE mount ``/gcs/``.
 Order of work: validate arguments and input, read eval rows and training statistics (a

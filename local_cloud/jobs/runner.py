@@ -139,13 +139,14 @@ class JobRunner:
     # --- Vertex AI custom jobs -------------------------------------------------------------------
 
     def create_custom_job(self, custom_job: dict) -> LocalJob:
-        """projects.locations.customJobs.create: run the trainer's python module."""
+        """projects.locations.customJobs.create: run the container's command and arguments (or a
+        Python package's module), with the AIP_* variables Vertex AI sets."""
         try:
             pool = custom_job["jobSpec"]["workerPoolSpecs"][0]
-            package = pool["pythonPackageSpec"]
-            module = package["pythonModule"]
+            program, args = _worker_program(pool)
         except (KeyError, IndexError, TypeError):
-            raise ValueError("CustomJob needs jobSpec.workerPoolSpecs[0].pythonPackageSpec.pythonModule") from None
+            raise ValueError("CustomJob needs jobSpec.workerPoolSpecs[0].containerSpec.command, or a "
+                             "pythonPackageSpec.pythonModule") from None
         base = custom_job["jobSpec"].get("baseOutputDirectory", {}).get("outputUriPrefix", "")
         job_id = str(next(self._counter) * 1_000_003 + random.getrandbits(40))
         name = f"projects/{self.project}/locations/{self.region}/customJobs/{job_id}"
@@ -156,10 +157,10 @@ class JobRunner:
             env.update(AIP_MODEL_DIR=self.local_path(base + "model/"),
                        AIP_CHECKPOINT_DIR=self.local_path(base + "checkpoints/"),
                        AIP_TENSORBOARD_LOG_DIR=self.local_path(base + "logs/"))
-        args = [self.local_path(a) for a in package.get("args", [])]
+        args = [self.local_path(a) for a in args]
         resource = dict(custom_job, name=name, state="JOB_STATE_PENDING", createTime=_now())
         job = LocalJob("vertex", job_id, name, custom_job.get("displayName", job_id),
-                       dict(custom_job.get("labels", {})), [sys.executable, "-m", module, *args], env,
+                       dict(custom_job.get("labels", {})), [*program, *args], env,
                        resource, state="JOB_STATE_PENDING", created=resource["createTime"])
         with self._lock:
             self._jobs[job_id] = job
@@ -273,3 +274,21 @@ class JobRunner:
                     job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     os.killpg(job.process.pid, signal.SIGKILL)
+
+
+def _worker_program(pool: dict) -> tuple[list[str], list[str]]:
+    """The command a worker pool runs here, and its arguments.
+
+    A container's command runs as it is, but for its interpreter: the image's `python` is this
+    environment's, which holds the very packages the image pins. A Python package runs its module.
+    """
+    if "containerSpec" in pool:
+        spec = pool["containerSpec"]
+        command = list(spec["command"])
+        if not command:
+            raise KeyError("command")
+        if command[0] in ("python", "python3"):
+            command[0] = sys.executable
+        return command, list(spec.get("args", []))
+    package = pool["pythonPackageSpec"]
+    return [sys.executable, "-m", package["pythonModule"]], list(package.get("args", []))

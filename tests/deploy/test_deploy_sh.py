@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -303,8 +302,11 @@ def test_functions_get_a_gcp_configuration_naming_what_was_provisioned(first):
     assert (config.dataflow_service_account, config.training_service_account) == (DATAFLOW_SA, TRAINING_SA)
     assert config.endpoint_id in first.resources("endpoint")
     objects = first.resources("object")
-    for uri in (config.trainer_package, config.flex_template):
-        assert uri.startswith(f"gs://{BUCKET}/packages/") and f"{BUCKET}/{uri.split('/', 3)[3]}" in objects
+    assert config.flex_template.startswith(f"gs://{BUCKET}/packages/")
+    assert f"{BUCKET}/{config.flex_template.split('/', 3)[3]}" in objects
+    # the training image is the one built from deploy/training_image, tagged by its context's hash
+    assert config.training_image in first.resources("image")
+    assert config.training_image.startswith(f"{REGION}-docker.pkg.dev/{PROJECT}/mlrelay/trainer:")
 
 
 def test_function_source_is_main_py_beside_the_packages_and_imports_on_its_own(workspace, first):
@@ -369,11 +371,22 @@ def test_a_grant_that_keeps_failing_stops_the_deployment_naming_it(workspace, tm
     assert not run.named("functions", "deploy")
 
 
-def test_trainer_package_is_the_trainer_sdist(workspace, first):
-    (archive,) = (workspace.uploads / "objects" / BUCKET / "packages").glob("mlrelay*trainer-*.tar.gz")
-    with tarfile.open(archive) as tar:
-        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
-    assert {"trainer/task.py", "setup.py"} <= names
+def test_the_training_image_is_built_from_its_context_and_no_prebuilt_image_is_named(workspace, first):
+    config = Config.from_env(_function_env(first.named("functions", "deploy")[0]))
+    tag = config.training_image.rsplit(":", 1)[1]
+    context = workspace.uploads / "builds" / tag
+    assert (context / "Dockerfile").is_file() and (context / "trainer" / "task.py").is_file()
+    assert tag == deploy_helpers.content_hash(context)
+    commands = " ".join(" ".join(c.words + tuple(c.positionals)) + str(c.flags) for c, _ in first.calls)
+    assert "vertex-ai/training" not in commands and "pythonPackageSpec" not in commands
+
+
+def test_a_given_training_image_is_used_and_not_built(workspace, tmp_path):
+    image = f"{REGION}-docker.pkg.dev/{PROJECT}/elsewhere/trainer:v7"
+    run = workspace.run(env=workspace.env(FAKE_GCLOUD_STATE=str(tmp_path / "state.json"), TRAINING_IMAGE=image)).ok()
+    assert Config.from_env(_function_env(run.named("functions", "deploy")[0])).training_image == image
+    assert [c.required("tag") for c in run.named("builds", "submit")] == [
+        c.required("tag") for c in run.named("builds", "submit") if "/preprocess-launcher:" in c.required("tag")]
 
 
 def test_endpoint_and_weekly_schedule_publishing_a_valid_run_request(first):
@@ -533,7 +546,7 @@ def _settings() -> dict[str, str]:
             "JOB_EVENTS_TOPIC": "j", "DEAD_LETTER_TOPIC": "d", "MODEL_NAME": "babyweight",
             "ENDPOINT_ID": "babyweight", "TRAFFIC_PERCENT": "50", "DATAFLOW_SA": DATAFLOW_SA,
             "TRAINING_SA": TRAINING_SA, "TRAINING_IMAGE": "img:1", "SERVING_IMAGE": "img:2",
-            "SERVING_MACHINE_TYPE": "n1-standard-2", "TRAINER_PACKAGE": f"gs://{BUCKET}/packages/t.tar.gz",
+            "SERVING_MACHINE_TYPE": "n1-standard-2",
             "FLEX_TEMPLATE": f"gs://{BUCKET}/packages/preprocess-template.json", "MAX_WORKERS": "3"}
 
 
@@ -563,6 +576,29 @@ def test_notifications_are_matched_on_topic_and_prefix_wherever_the_listing_puts
     assert deploy_helpers.matching_notifications(listing, "projects/p/topics/mlrelay-start", "triggers/", "b") == [
         "projects/_/buckets/b/notificationConfigs/7"]
     assert deploy_helpers.matching_notifications([], "mlrelay-start", "triggers/", "b") == []
+
+
+def test_the_training_image_context_holds_the_trainer_and_the_tested_pins(tmp_path):
+    tag = deploy_helpers.stage_training(tmp_path / "context")
+    context = tmp_path / "context"
+    assert tag == deploy_helpers.content_hash(context)
+    dockerfile = (context / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    (entrypoint,) = [line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT ")]
+    from functions.request_bodies import TRAINER_COMMAND
+
+    # the image's entry point is the command the CustomJob runs (and the local stand-in runs)
+    assert json.loads(entrypoint.removeprefix("ENTRYPOINT ")) == list(TRAINER_COMMAND)
+    pins = (context / "requirements.txt").read_text().split()
+    constraints = {line.lower().replace("_", "-") for line in (REPO / "constraints.txt").read_text().split()}
+    assert [p.split("==")[0] for p in pins] == list(deploy_helpers.TRAINING_PINNED)
+    assert set(pins) <= set(constraints), "the image must train with the versions the tests run"
+    assert not list(context.rglob("__pycache__"))
+    # the context's own trainer runs, found before any other copy (as in the image, from its WORKDIR)
+    probe = subprocess.run([sys.executable, "-c", "import trainer, trainer.task; print(trainer.__file__)"],
+                           cwd=context, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    assert Path(probe.stdout.strip()).resolve().is_relative_to(context.resolve())
 
 
 def test_content_hash_follows_content(tmp_path):

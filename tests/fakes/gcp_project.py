@@ -13,7 +13,7 @@ CONFIG = Config(
     platform="gcp", project=PROJECT, region=REGION, bucket=BUCKET, default_source="bigquery",
     dataflow_service_account=f"dataflow@{PROJECT}.iam.gserviceaccount.com",
     training_service_account=f"training@{PROJECT}.iam.gserviceaccount.com",
-    trainer_package=f"gs://{BUCKET}/packages/mlrelay-trainer-0.1.0.tar.gz",
+    training_image=f"{REGION}-docker.pkg.dev/{PROJECT}/mlrelay/trainer:0123456789abcdef",
     flex_template=f"gs://{BUCKET}/packages/preprocess-template.json", max_workers=3,
 )
 

@@ -11,7 +11,7 @@ from functions.config import ENV_NAMES, Config, ConfigError
 def test_every_setting_has_a_variable_and_survives_the_round_trip():
     assert {f.name for f in fields(Config)} - {"extra"} == set(ENV_NAMES)
     config = Config(platform="gcp", project="p", bucket="b", max_workers=7, traffic_percent=30,
-                    trainer_package="gs://b/packages/t.tar.gz")
+                    training_image="europe-west4-docker.pkg.dev/p/mlrelay/trainer:1")
     assert Config.from_env(config.to_env()) == config
 
 

@@ -123,12 +123,12 @@ def test_a_training_launch_creates_the_documented_custom_job(apis, vertex_jobs):
     assert request.path == f"/v1/{PARENT}/customJobs"
     spec = request.body["jobSpec"]
     (pool,) = spec["workerPoolSpecs"]
-    assert pool["pythonPackageSpec"] == {
-        "executorImageUri": CONFIG.training_image,
-        "packageUris": [CONFIG.trainer_package],
-        "pythonModule": "trainer.task",
+    assert pool["containerSpec"] == {  # our own image, running exactly what its entry point runs
+        "imageUri": CONFIG.training_image,
+        "command": ["python", "-m", "trainer.task"],
         "args": ["--manifest", manifest, "--batch-size", "64"],
     }
+    assert "pythonPackageSpec" not in pool
     assert pool["replicaCount"] == "1" and pool["machineSpec"]["machineType"]
     assert spec["baseOutputDirectory"] == {"outputUriPrefix": base}
     assert spec["serviceAccount"] == CONFIG.training_service_account
@@ -398,11 +398,13 @@ def test_a_run_goes_from_request_to_deployment_through_the_cloud_adapters(apis, 
 # --- configuration and cold start ---------------------------------------------------------------
 
 
-def test_the_gcp_platform_needs_its_template_and_package_and_names_what_is_missing():
-    with pytest.raises(ConfigError, match="MLRELAY_FLEX_TEMPLATE and MLRELAY_TRAINER_PACKAGE"):
-        build_platform(Config(platform="gcp"))
-    with pytest.raises(ConfigError, match="MLRELAY_TRAINER_PACKAGE must be a gs:// URI"):
-        build_platform(Config(platform="gcp", flex_template="gs://b/t.json", trainer_package="/tmp/t.tar.gz"))
+def test_the_gcp_platform_needs_its_template_and_image_and_names_what_is_missing():
+    with pytest.raises(ConfigError, match="MLRELAY_FLEX_TEMPLATE and MLRELAY_TRAINING_IMAGE"):
+        build_platform(Config(platform="gcp", training_image=""))
+    with pytest.raises(ConfigError, match="MLRELAY_FLEX_TEMPLATE must be a gs:// URI"):
+        build_platform(Config(platform="gcp", flex_template="/tmp/t.json", training_image="europe-west4-docker.pkg.dev/p/mlrelay/trainer:1"))
+    with pytest.raises(ConfigError, match="MLRELAY_TRAINING_IMAGE must name an image in a registry"):
+        build_platform(Config(platform="gcp", flex_template="gs://b/t.json"))  # the local name
 
 
 def test_the_functions_and_the_cloud_platform_load_without_the_google_clients():
@@ -411,7 +413,7 @@ def test_the_functions_and_the_cloud_platform_load_without_the_google_clients():
         "import functions.main\n"
         "from functions.adapters import build_platform\n"
         "from functions.config import Config\n"
-        "p = build_platform(Config(platform='gcp', flex_template='gs://b/t.json', trainer_package='gs://b/p.tar.gz'))\n"
+        "p = build_platform(Config(platform='gcp', flex_template='gs://b/t.json', training_image='europe-west4-docker.pkg.dev/p/mlrelay/trainer:1'))\n"
         "print(type(p.storage).__name__, type(p.jobs).__name__, type(p.models).__name__)\n"
         "print(sorted(m for m in sys.modules if m.startswith(('google.cloud.storage', 'google.cloud.aiplatform',"
         " 'google.cloud.dataflow'))))\n"

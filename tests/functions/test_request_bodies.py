@@ -83,7 +83,8 @@ def test_optional_fields_are_sent_only_when_configured():
     assert launch["launchParameter"]["containerSpecGcsPath"] == "gs://b/packages/preprocess-template.json"
     job = request_bodies.custom_job(bare, RUN, "gs://m", "gs://o/", [], {})
     assert "serviceAccount" not in job["jobSpec"]
-    assert job["jobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]["packageUris"] == [
-        "gs://b/packages/mlrelay-trainer.tar.gz"]
+    container = job["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]
+    assert container == {"imageUri": "mlrelay-trainer:local", "command": ["python", "-m", "trainer.task"],
+                         "args": ["--manifest", "gs://m"]}
     deploy = request_bodies.deploy_model(bare, ModelVersion("projects/p/locations/r/models/m", "2"), RUN, 100, {})
     assert deploy["deployedModel"]["model"] == "projects/p/locations/r/models/m@2"

@@ -1,11 +1,10 @@
-"""The trainer: where it reads and writes, what it learns, what it reports, how it fails, its sdist."""
+"""The trainer: where it reads and writes, what it learns, what it reports, how it fails."""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
-import tarfile
 import types
 from pathlib import Path
 
@@ -234,22 +233,6 @@ def test_bad_arguments_exit_with_status_2(tmp_path, capsys):
     assert main(["--data-dir", str(tmp_path), "--batch-size", "0"]) == 2
     assert "must be a positive integer" in capsys.readouterr().err
     assert main(["--job-dir", str(tmp_path)]) == 2  # neither --data-dir nor --manifest
-
-
-# --- the sdist Vertex AI installs -------------------------------------------------------------
-
-def test_trainer_sdist_holds_both_packages_and_setup_py_only(tmp_path):
-    from deploy.trainer_sdist import build_trainer_sdist
-
-    archive = build_trainer_sdist(tmp_path / "dist")
-    assert archive.name == "mlrelay-trainer-0.1.0.tar.gz" and archive.parent == tmp_path / "dist"
-    with tarfile.open(archive) as tar:
-        members = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
-    assert {"setup.py", "trainer/__init__.py", "trainer/task.py", "trainer/model.py",
-            "trainer/data.py", "natality_sample/__init__.py"} <= members
-    assert not [m for m in members if m.startswith("tests") or "/tests/" in m]
-    assert not [m for m in members if "__pycache__" in m or m.endswith(".pyc")]
-    assert "trainer/setup.py" not in members
 
 
 def test_too_few_training_examples_is_a_clear_error(tmp_path, capsys):
