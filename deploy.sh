@@ -11,8 +11,9 @@
 # Settings (environment; defaults in brackets):
 #   PROJECT_ID (required)          REGION [us-central1]           BUCKET [$PROJECT_ID-mlrelay]
 #   START_TOPIC, JOB_EVENTS_TOPIC, DEAD_LETTER_TOPIC, MODEL_NAME, ENDPOINT_ID, TRAFFIC_PERCENT,
-#   SERVING_IMAGE, SERVING_MACHINE_TYPE, MAX_WORKERS [functions/config.py's defaults]
+#   SERVING_MACHINE_TYPE, MAX_WORKERS [functions/config.py's defaults]
 #   TRAINING_IMAGE [built from deploy/training_image into ARTIFACT_REPO]
+#   SERVING_IMAGE [built from deploy/serving_image into ARTIFACT_REPO]
 #   SCHEDULE [0 3 * * 1]           SCHEDULE_TZ [Etc/UTC]          SCHEDULE_REQUEST [{"source":"bigquery"}]
 #   START_FUNCTION, PREPROCESS_FUNCTION, TRAINING_FUNCTION [mlrelay-start-pipeline, ...]
 #   FUNCTION_MAX_INSTANCES [5]     MAX_DELIVERY_ATTEMPTS [10]     SCHEDULER_JOB [mlrelay-retrain]
@@ -81,6 +82,7 @@ load_settings() {
   RETRY_DELAY=${RETRY_DELAY:-30}
   KEEP_BUCKET=${KEEP_BUCKET:-0}
   TRAINING_IMAGE=${TRAINING_IMAGE:-}
+  SERVING_IMAGE=${SERVING_IMAGE:-}
   IAM_RETRY_DELAY=${IAM_RETRY_DELAY:-2}
   IAM_ATTEMPTS=${IAM_ATTEMPTS:-6}
 
@@ -259,6 +261,20 @@ build_training_image() {
   build_image "$WORK/training-context" "$TRAINING_IMAGE"
 }
 
+build_serving_image() {
+  if [[ -n $SERVING_IMAGE ]]; then
+    say "Serving image $SERVING_IMAGE (given)"
+    return 0
+  fi
+  local tag
+  tag=$(helper stage-serving "$WORK/serving-context")
+  SERVING_IMAGE=$REGION-docker.pkg.dev/$PROJECT_ID/$ARTIFACT_REPO/server:$tag
+  say "Serving image $SERVING_IMAGE"
+  # Vertex AI pulls it from the project's own repository when a model version is deployed; the
+  # models uploaded name it with the routes and port model_server serves (functions/request_bodies.py).
+  build_image "$WORK/serving-context" "$SERVING_IMAGE"
+}
+
 create_endpoint() {
   say "Vertex AI endpoint $ENDPOINT_ID"
   if ! gc_lookup ai endpoints describe "$ENDPOINT_ID" --region="$REGION"; then
@@ -372,6 +388,7 @@ deploy() {
   create_repository
   build_flex_template
   build_training_image
+  build_serving_image
   create_endpoint
   create_sink
   deploy_functions

@@ -62,9 +62,9 @@ def in_process_figures(call_single, call_batch, count: int, max_seconds: float) 
 
 def run(settings: BenchSettings) -> dict:
     from local_cloud.vertex.http import ModelServiceServer
-    from local_cloud.vertex.model_loading import load_saved_model
     from local_cloud.vertex.registry import ModelService
-    from local_cloud.vertex.row_format import instances_to_columns
+    from model_server.model_loading import load_saved_model
+    from model_server.row_format import instances_to_columns
 
     work = settings.scratch(NAME)
     model_dir = settings.artifacts.get("model_dir")

@@ -12,6 +12,7 @@ Commands (settings are passed as KEY=VALUE arguments, never read from the enviro
   stage-functions DEST          the functions' source directory: main.py, functions/, events/, requirements.txt
   stage-flex DEST               the Flex Template's build context; prints its content hash
   stage-training DEST           the training image's build context; prints its content hash
+  stage-serving DEST            the serving image's build context; prints its content hash
   notifications TOPIC PREFIX BUCKET
                                 read `gcloud storage buckets notifications list --format=json` on
                                 stdin; print the name of each config that sends PREFIX to TOPIC
@@ -37,6 +38,11 @@ FLEX_DIR = DEPLOY_DIR / "flex_template"
 TRAINING_DIR = DEPLOY_DIR / "training_image"
 # What the trainer imports (natality_sample's pyarrow and pandas: the Bayes floor of synthetic data).
 TRAINING_PINNED = ("tensorflow-cpu", "keras", "numpy", "pyarrow", "pandas")
+SERVING_DIR = DEPLOY_DIR / "serving_image"
+# What model_server imports: TensorFlow and numpy (the SavedModel in a Session), uvicorn with the C
+# parser and event loop it uses when they are installed (as the local endpoint runs), and
+# google-cloud-storage (the gs:// copy of the artifacts Vertex AI passes in AIP_STORAGE_URI).
+SERVING_PINNED = ("tensorflow-cpu", "numpy", "uvicorn", "httptools", "uvloop", "google-cloud-storage")
 FUNCTIONS_ENTRY = DEPLOY_DIR / "functions_main.py"
 # The packages the deployed functions import; functions/requirements.txt lists their dependencies.
 FUNCTION_PACKAGES = ("functions", "events")
@@ -107,7 +113,7 @@ def settings_errors(settings: Mapping[str, str]) -> list[str]:
             if not re.fullmatch(r"[0-9]+", value) or not low <= int(value) <= high:
                 errors.append(f"{name}={value!r} is not valid: it must be a whole number from {low} to {high}")
     for name in _NO_SEPARATORS:
-        if name == "TRAINING_IMAGE" and not settings.get(name):
+        if name in ("TRAINING_IMAGE", "SERVING_IMAGE") and not settings.get(name):
             continue  # unset: deploy.sh builds the project's own
         if name in settings and (not settings[name] or re.search(r"[\s,]", settings[name])):
             errors.append(f"{name}={settings[name]!r} is not valid: it must be non-empty, without spaces or commas")
@@ -158,7 +164,6 @@ def config_defaults() -> dict[str, str]:
         "MODEL_NAME": defaults["model_name"],
         "ENDPOINT_ID": defaults["endpoint_id"],
         "TRAFFIC_PERCENT": str(defaults["traffic_percent"]),
-        "SERVING_IMAGE": defaults["serving_image"],
         "SERVING_MACHINE_TYPE": defaults["serving_machine_type"],
         "MAX_WORKERS": str(defaults["max_workers"]),
     }
@@ -281,6 +286,22 @@ def stage_training(dest: Path, repo_root: Path = REPO_ROOT) -> str:
     return content_hash(dest)
 
 
+def stage_serving(dest: Path, repo_root: Path = REPO_ROOT) -> str:
+    """Lay out the serving image's build context and return its content hash (the image tag)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    dockerfile = repo_root / "deploy" / SERVING_DIR.name / "Dockerfile"
+    if not dockerfile.is_file():
+        raise DeployError(f"{dockerfile} is missing")
+    shutil.copy2(dockerfile, dest / "Dockerfile")
+    if not (repo_root / "model_server" / "__init__.py").is_file():
+        raise DeployError(f"{repo_root / 'model_server'} is not a package: the serving image ships it")
+    shutil.copytree(repo_root / "model_server", dest / "model_server", ignore=_IGNORED, dirs_exist_ok=True)
+    pins = pinned_requirements((repo_root / "requirements.txt").read_text(), SERVING_PINNED, "the serving image")
+    (dest / "requirements.txt").write_text("\n".join(pins) + "\n")
+    return content_hash(dest)
+
+
 def content_hash(directory: Path, length: int = 16) -> str:
     """A hash of every file's relative path and bytes: equal trees, equal hashes."""
     digest = hashlib.sha256()
@@ -354,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             print(stage_flex(Path(rest[0])))
         elif command == "stage-training":
             print(stage_training(Path(rest[0])))
+        elif command == "stage-serving":
+            print(stage_serving(Path(rest[0])))
         elif command == "notifications":
             text = sys.stdin.read().strip()
             for name in matching_notifications(json.loads(text) if text else [], rest[0], rest[1], rest[2]):

@@ -3,22 +3,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from functions.config import LOCAL_TRAINING_IMAGE, Config, ConfigError
+from functions.config import LOCAL_SERVING_IMAGE, LOCAL_TRAINING_IMAGE, Config, ConfigError
 from functions.platform import Platform
 
 
 def check_gcp_config(config: Config) -> None:
     """Refuse a cloud configuration that lacks what launching jobs needs, naming what is missing."""
     missing = [variable for variable, value in (("MLRELAY_FLEX_TEMPLATE", config.flex_template),
-                                                ("MLRELAY_TRAINING_IMAGE", config.training_image)) if not value]
+                                                ("MLRELAY_TRAINING_IMAGE", config.training_image),
+                                                ("MLRELAY_SERVING_IMAGE", config.serving_image)) if not value]
     if missing:
         raise ConfigError(f"gcp platform needs {' and '.join(missing)} (deploy.sh uploads the template and "
-                          f"builds the image)")
+                          f"builds the images)")
     if not config.flex_template.startswith("gs://"):
         raise ConfigError(f"MLRELAY_FLEX_TEMPLATE must be a gs:// URI, not {config.flex_template!r}")
-    if config.training_image == LOCAL_TRAINING_IMAGE or "/" not in config.training_image:
-        raise ConfigError(f"MLRELAY_TRAINING_IMAGE must name an image in a registry Vertex AI can pull "
-                          f"(REGION-docker.pkg.dev/PROJECT/REPO/trainer:TAG), not {config.training_image!r}")
+    images = (("MLRELAY_TRAINING_IMAGE", config.training_image, LOCAL_TRAINING_IMAGE, "trainer"),
+              ("MLRELAY_SERVING_IMAGE", config.serving_image, LOCAL_SERVING_IMAGE, "server"))
+    for variable, image, local, name in images:  # the local names are no image Vertex AI can pull
+        if image == local or "/" not in image:
+            raise ConfigError(f"{variable} must name an image in a registry Vertex AI can pull "
+                              f"(REGION-docker.pkg.dev/PROJECT/REPO/{name}:TAG), not {image!r}")
 
 
 def build_platform(config: Config) -> Platform:

@@ -12,6 +12,7 @@ from typing import Mapping
 
 PLATFORMS = ("local", "gcp")
 LOCAL_TRAINING_IMAGE = "mlrelay-trainer:local"
+LOCAL_SERVING_IMAGE = "mlrelay-server:local"
 
 
 # Each setting's environment variable, MLRELAY_<NAME>: the one table from_env and to_env read.
@@ -56,12 +57,12 @@ class Config:
     # gcp: accounts, images and the template deploy.sh provisions.
     dataflow_service_account: str = ""
     training_service_account: str = ""
-    # Our own training image (deploy/training_image), which deploy.sh builds into the project's
-    # Artifact Registry; this default is only the name a local `docker build -t` would give it
-    # (the local cloud runs the image's command, not the image). The serving image is still
-    # Vertex's prebuilt TF 2.15 one, which loads the exported graph (scripts/check_serving_compat.sh).
+    # Our own training and serving images (deploy/training_image, deploy/serving_image), which
+    # deploy.sh builds into the project's Artifact Registry; these defaults are only the names a
+    # local `docker build -t` would give them (the local cloud runs the images' code, not the
+    # images), and the cloud refuses them (functions.adapters.check_gcp_config).
     training_image: str = LOCAL_TRAINING_IMAGE
-    serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+    serving_image: str = LOCAL_SERVING_IMAGE
     flex_template: str = ""
     max_workers: int = 4
     # gcp: the machine each deployed model version is served on (dedicated resources, one replica).

@@ -15,6 +15,12 @@ from functions.platform import ModelVersion
 DEFAULT_TEMPLATE_NAME = "packages/preprocess-template.json"
 # What the training image runs (deploy/training_image/Dockerfile's entry point, the same words).
 TRAINER_COMMAND = ("python", "-m", "trainer.task")
+# Where the serving image (deploy/serving_image, python -m model_server) listens and answers: the
+# port Vertex AI sends every request to, and the routes it passes back in AIP_HEALTH_ROUTE and
+# AIP_PREDICT_ROUTE (https://cloud.google.com/vertex-ai/docs/predictions/custom-container-requirements).
+SERVING_PORT = 8080
+SERVING_HEALTH_ROUTE = "/health"
+SERVING_PREDICT_ROUTE = "/predict"
 TRAINING_MACHINE_TYPE = "n1-standard-4"
 
 
@@ -86,13 +92,20 @@ def upload_model(config: Config, model_name: str, artifact_uri: str, labels: dic
     """UploadModelRequest: a new version of `model_name` when it exists, else the model itself.
 
     Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models/upload
-    (`parentModel` makes the upload a new version; `modelId` names a new model).
+    (`parentModel` makes the upload a new version; `modelId` names a new model). The model is served
+    by our own image under Vertex's custom-container contract, its routes and port named here
+    (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/ModelContainerSpec).
     """
     body: dict = {
         "model": {
             "displayName": model_name,
             "artifactUri": artifact_uri,
-            "containerSpec": {"imageUri": config.serving_image},
+            "containerSpec": {
+                "imageUri": config.serving_image,
+                "predictRoute": SERVING_PREDICT_ROUTE,
+                "healthRoute": SERVING_HEALTH_ROUTE,
+                "ports": [{"containerPort": SERVING_PORT}],
+            },
             "labels": dict(labels),
         }
     }

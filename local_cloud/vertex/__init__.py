@@ -15,7 +15,9 @@ What it models:
     the Operation and reports it to ``on_operation_done`` (the local cloud turns that into the
     audit-log entry that ends the deploy). A model that fails to load ends the Operation with
     an ``error``; the endpoint keeps serving what it served;
-  * predictions in TensorFlow Serving's row format, routed by the traffic split;
+  * predictions in TensorFlow Serving's row format, routed by the traffic split; the row format,
+    the SavedModel in a Session, the batching and the request checks are the serving
+    container's own (``model_server``), so that one copy of that code serves everywhere;
   * errors as Google APIs return them: ``{"error": {"code", "message", "status"}}``.
 
 State (models, endpoints, operations, deploys still in progress) is a JSON file under
@@ -23,9 +25,8 @@ State (models, endpoints, operations, deploys still in progress) is a JSON file 
 is deployed, reloads the deployed models and finishes deploys that were in progress.
 TensorFlow is imported on the first model load, so starting the service is fast.
 
-Modules: ``rest_rules`` (errors and pure REST decisions), ``row_format`` (instances and
-predictions), ``model_loading`` (SavedModels in a Session), ``state`` and ``operations`` (what
-is kept and the long-running Operations), ``resources`` and ``routing`` (what reads render and
-predictions see), ``registry`` (ModelService), ``http`` (the REST front); ``python -m
-local_cloud.vertex`` runs it on its own.
+Modules: ``rest_rules`` (pure REST decisions), ``servables`` (deployed models loaded on first
+use), ``state`` and ``operations`` (what is kept and the long-running Operations), ``resources``
+and ``routing`` (what reads render and predictions see), ``registry`` (ModelService), ``http``
+(the REST front); ``python -m local_cloud.vertex`` runs it on its own.
 """

@@ -2,9 +2,11 @@
 
 Predictions are the hot path and stay on the event loop: the body is parsed and checked
 there, requests that arrive together go to the model as one call on a worker thread
-(``PredictionBatcher``, as TensorFlow Serving batches), and the answer is Vertex's
-PredictResponse JSON. Every other method may block (waiting for an operation, reading state under the
-service's lock), so it runs on a thread pool and never holds up a prediction.
+(``model_server.batcher.PredictionBatcher``, the serving container's own, as TensorFlow Serving
+batches), and the answer is Vertex's PredictResponse JSON. Bodies are read and limited by the
+serving container's own ``model_server.bodies``. Every other method may block (waiting for an
+operation, reading state under the service's lock), so it runs on a thread pool and never holds
+up a prediction.
 
 The bodies of models.upload and endpoints.deployModel/undeployModel are held against their
 schemas in Google's discovery document (local_cloud.discovery) on that thread pool, before the
@@ -29,18 +31,19 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, unquote
 from weakref import WeakKeyDictionary
 
 from local_cloud import discovery
-from local_cloud.vertex.rest_rules import MAX_PREDICT_PAYLOAD_BYTES, ApiError, invalid, parse_duration
+from local_cloud.vertex.rest_rules import ApiError, invalid, parse_duration
 from local_cloud.vertex.routing import predict_response
-from local_cloud.vertex.row_format import check_prediction_count
+from model_server.batcher import PredictionBatcher
+from model_server.bodies import MAX_PREDICT_PAYLOAD_BYTES, BadBody, discard, read_json_body
 
 if TYPE_CHECKING:
-    from local_cloud.vertex.model_loading import LoadedModel
     from local_cloud.vertex.registry import ModelService
+    from model_server.model_loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +51,6 @@ MAX_REQUEST_BYTES = 16 * 1024 * 1024
 # A refused body up to this size is read to its end before the answer, so that a client still
 # sending it reads the 400 instead of a reset connection; past it the connection is just closed.
 MAX_DISCARDED_BYTES = 4 * MAX_REQUEST_BYTES
-# Requests that arrive together run as one model call of at most this many instances.
-DEFAULT_MAX_BATCH_INSTANCES = 1_000
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 # A client waiting for a long operation keeps its connection; Google's front ends hold idle
@@ -58,107 +59,6 @@ KEEP_ALIVE_S = 300
 LISTEN_BACKLOG = 128
 API_THREADS = 16
 STARTUP_TIMEOUT_S = 30
-
-
-class _BatchJob:
-    __slots__ = ("instances", "future", "predictions", "error")
-
-    def __init__(self, instances: list, future: asyncio.Future):
-        self.instances = instances
-        self.future = future
-        self.predictions: list | None = None
-        self.error: BaseException | None = None
-
-
-class PredictionBatcher:
-    """Runs the predictions that arrive together as one model call, as TensorFlow Serving does.
-
-    A SavedModel call costs about the same for one row as for a hundred, so requests that
-    arrive while the model is busy wait and then go in together, up to ``max_batch_instances``.
-    The first request starts a call at once, so a lone request waits for nothing. Calls run one
-    at a time on ``executor`` (one thread), so the event loop keeps reading requests meanwhile.
-    ``predict(instances) -> predictions`` takes and gives row-format lists, so turning JSON
-    into tensors and back is done once per batch. A batch the model refuses is retried request
-    by request, so one bad request cannot fail the others. Lives on one event loop.
-    """
-
-    def __init__(self, predict: Callable[[list], list], executor: ThreadPoolExecutor,
-                 max_batch_instances: int = DEFAULT_MAX_BATCH_INSTANCES):
-        self._predict = predict
-        self._executor = executor
-        self._max_batch_instances = max_batch_instances
-        self._queue: list[_BatchJob] = []
-        self._drainer: asyncio.Task | None = None
-
-    def waiting(self) -> int:
-        """How many requests wait for the next model call."""
-        return len(self._queue)
-
-    def run(self, instances: list) -> Awaitable[list]:
-        """The predictions for one request's instances, once its batch has run."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.append(_BatchJob(instances, future))
-        if self._drainer is None:
-            self._drainer = loop.create_task(self._drain())  # kept: the loop holds tasks weakly
-        return future
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._queue:
-                batch = self._take_batch()
-                try:
-                    await loop.run_in_executor(self._executor, self._execute, batch)
-                except asyncio.CancelledError:  # the server is stopping
-                    for job in batch:
-                        job.future.cancel()
-                    raise
-                except Exception as exc:  # the executor is shut down: every request of the batch hears why
-                    for job in batch:
-                        job.error = job.error or exc
-                for job in batch:
-                    if job.future.done():  # cancelled with its request as the server stops
-                        continue
-                    if job.error is not None:
-                        job.future.set_exception(job.error)
-                    elif job.predictions is None:
-                        job.future.set_exception(
-                            ApiError("INTERNAL", "the prediction batch ended without an answer for this request"))
-                    else:
-                        job.future.set_result(job.predictions)
-        finally:
-            self._drainer = None
-
-    def _take_batch(self) -> list[_BatchJob]:
-        total = len(self._queue[0].instances)
-        taken = 1
-        while taken < len(self._queue) and total + len(self._queue[taken].instances) <= self._max_batch_instances:
-            total += len(self._queue[taken].instances)
-            taken += 1
-        batch = self._queue[:taken]
-        del self._queue[:taken]
-        return batch
-
-    def _execute(self, batch: list[_BatchJob]) -> None:
-        """On the worker thread: one model call for the batch, or one per request if refused."""
-        if len(batch) > 1:
-            joined = [instance for job in batch for instance in job.instances]
-            try:
-                predictions = self._predict(joined)
-            except Exception:  # retried request by request below, so each gets its own answer
-                predictions = None
-            if isinstance(predictions, list) and len(predictions) == len(joined):
-                start = 0
-                for job in batch:
-                    job.predictions = predictions[start: start + len(job.instances)]
-                    start += len(job.instances)
-                return
-        for job in batch:
-            try:
-                job.predictions = check_prediction_count(self._predict(job.instances), len(job.instances))
-            except Exception as exc:  # handed to the request it belongs to
-                job.error = exc
 
 
 _ROUTES: list[tuple[str, re.Pattern, str]] = [
@@ -193,28 +93,6 @@ def check_body(method_id: str, body: Any) -> None:
         raise invalid(str(exc)) from None
 
 
-class _BadBody(Exception):
-    """A request body refused before it was read whole; the connection is closed after the answer.
-
-    `unread`: how much of the body is still on its way (None when none is, or it is too much to
-    wait for).
-    """
-
-    def __init__(self, error: ApiError, unread: int | None = None):
-        super().__init__(error.message)
-        self.error = error
-        self.unread = unread if unread is not None and unread <= MAX_DISCARDED_BYTES else None
-
-
-async def _discard(receive, budget: int) -> None:
-    """Read and drop the rest of a refused body, at most `budget` bytes."""
-    while budget > 0:
-        message = await receive()
-        if message["type"] == "http.disconnect" or not message.get("more_body"):
-            return
-        budget -= len(message.get("body", b""))
-
-
 class VertexRestApp:
     """The ASGI application: routes Vertex AI's REST paths to a ModelService."""
 
@@ -231,11 +109,11 @@ class VertexRestApp:
         close = False
         try:
             status, body = 200, await self._dispatch(scope, receive)
-        except _BadBody as exc:
+        except BadBody as exc:
             close = True
             status, body = exc.error.http_status, exc.error.http_body()
             if exc.unread is not None:
-                await _discard(receive, exc.unread)
+                await discard(receive, exc.unread)
         except ApiError as exc:
             status, body = exc.http_status, exc.http_body()
         except Exception as exc:  # an unexpected fault is the service's, reported as Google APIs do
@@ -251,36 +129,7 @@ class VertexRestApp:
         await send({"type": "http.response.body", "body": payload})
 
     async def _read_body(self, scope: dict, receive, limit: int) -> Any:
-        declared = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    raise _BadBody(invalid(f"bad Content-Length {value.decode('latin-1')!r}")) from None
-        if declared is not None and declared > limit:
-            raise _BadBody(invalid(f"Request payload size exceeds the limit: {limit} bytes."), unread=declared)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _BadBody(invalid("the client went away before sending the whole body"))
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                more = MAX_DISCARDED_BYTES - size if message.get("more_body") else None
-                raise _BadBody(invalid(f"Request payload size exceeds the limit: {limit} bytes."), unread=more)
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        raw = b"".join(chunks)
-        if not raw.strip():
-            return {}
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise invalid(f"the request body is not valid JSON: {exc}") from None
+        return await read_json_body(scope, receive, limit, MAX_DISCARDED_BYTES)
 
     async def _dispatch(self, scope: dict, receive) -> dict:
         method = scope["method"]

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from local_cloud.vertex.model_loading import LoadedModel, Servable, load_saved_model, local_artifact_path
 from local_cloud.vertex.operations import Operations
 from local_cloud.vertex.resources import endpoint_name, endpoint_resource, model_name, model_resource
 from local_cloud.vertex.rest_rules import (
@@ -39,11 +38,12 @@ from local_cloud.vertex.rest_rules import (
     validate_model_spec,
 )
 from local_cloud.vertex.routing import Route, RoutingTable, choose_route, predict_response, routing_table
+from local_cloud.vertex.servables import Servable
 from local_cloud.vertex.state import STATE_FILE_NAME, next_id, read_state, write_state
+from model_server.model_loading import LoadedModel, load_saved_model, local_artifact_path
+from model_server.bodies import DEFAULT_MAX_INSTANCES_PER_REQUEST
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_INSTANCES_PER_REQUEST = 10_000
 
 
 class ModelService:

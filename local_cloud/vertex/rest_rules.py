@@ -14,20 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Collection, Mapping, Sequence
 
+from model_server.errors import ApiError, invalid
+
 DEFAULT_VERSION_ALIAS = "default"
 TYPE_URL_PREFIX = "type.googleapis.com/google.cloud.aiplatform.v1."
-# Vertex AI rejects online prediction payloads above 1.5 MB; the stand-in rejects what the cloud does.
-MAX_PREDICT_PAYLOAD_BYTES = 1_572_864
-
-# google.rpc.Code names with their HTTP status and numeric code, as Google APIs map them.
-_STATUS_CODES = {
-    "INVALID_ARGUMENT": (400, 3),
-    "FAILED_PRECONDITION": (400, 9),
-    "NOT_FOUND": (404, 5),
-    "ALREADY_EXISTS": (409, 6),
-    "UNAVAILABLE": (503, 14),
-    "INTERNAL": (500, 13),
-}
 
 _MODEL_ID_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,62}$")
 _ENDPOINT_ID_RE = re.compile(r"^(?:[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?|[1-9][0-9]{0,8})$")
@@ -36,28 +26,6 @@ _LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _LABEL_FILTER_TERM_RE = re.compile(r'^labels\.([a-z][a-z0-9_-]{0,62})\s*=\s*(?:"([^"]*)"|([a-z0-9_-]*))$')
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d*)?)s$")
-
-
-class ApiError(Exception):
-    """A request the API refuses, carried to the caller as Google's error JSON."""
-
-    def __init__(self, status: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.http_status, self.rpc_code = _STATUS_CODES[status]
-
-    def http_body(self) -> dict:
-        """The body Google APIs answer with: ``{"error": {"code", "message", "status"}}``."""
-        return {"error": {"code": self.http_status, "message": self.message, "status": self.status}}
-
-    def rpc_status(self) -> dict:
-        """The google.rpc.Status an Operation's ``error`` holds."""
-        return {"code": self.rpc_code, "message": self.message}
-
-
-def invalid(message: str) -> ApiError:
-    return ApiError("INVALID_ARGUMENT", message)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from local_cloud.vertex.model_loading import Servable
-from local_cloud.vertex.rest_rules import ApiError, choose_deployed_model, invalid, resolve_version
+from local_cloud.vertex.rest_rules import ApiError, choose_deployed_model, resolve_version
+from local_cloud.vertex.servables import Servable
+from model_server.bodies import predict_instances
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,7 @@ def choose_route(
 
     ``draw`` gives a uniform number in [0, 1) and is called only for a request that is served.
     """
-    if not isinstance(request, dict) or "instances" not in request:
-        raise invalid('the request body must be a JSON object with "instances"')
-    instances = request["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise invalid('"instances" must be a non-empty list')
-    if len(instances) > max_instances:
-        raise invalid(f"a request may hold at most {max_instances} instances, got {len(instances)}")
+    predict_instances(request, max_instances)
     if not any(percent > 0 for percent in table.traffic_split.values()):
         raise ApiError(
             "FAILED_PRECONDITION",

@@ -29,7 +29,7 @@ from tests.conftest import REPO
 
 FAKE_CLI = REPO / "tests" / "fakes" / "cloud_cli"
 BASH = shutil.which("bash")
-COPIED = ("deploy", "functions", "events", "beam_pipeline", "trainer", "natality_sample", "mlrelay")
+COPIED = ("deploy", "functions", "events", "beam_pipeline", "trainer", "natality_sample", "model_server", "mlrelay")
 PROJECT = "mlrelay-test-proj"
 NUMBER = "123456789012"
 REGION = "europe-west4"  # not the default, so the setting is seen to reach every command
@@ -307,6 +307,9 @@ def test_functions_get_a_gcp_configuration_naming_what_was_provisioned(first):
     # the training image is the one built from deploy/training_image, tagged by its context's hash
     assert config.training_image in first.resources("image")
     assert config.training_image.startswith(f"{REGION}-docker.pkg.dev/{PROJECT}/mlrelay/trainer:")
+    # and so is the serving image, from deploy/serving_image, into the same repository
+    assert config.serving_image in first.resources("image")
+    assert config.serving_image.startswith(f"{REGION}-docker.pkg.dev/{PROJECT}/mlrelay/server:")
 
 
 def test_function_source_is_main_py_beside_the_packages_and_imports_on_its_own(workspace, first):
@@ -381,12 +384,31 @@ def test_the_training_image_is_built_from_its_context_and_no_prebuilt_image_is_n
     assert "vertex-ai/training" not in commands and "pythonPackageSpec" not in commands
 
 
+def test_the_serving_image_is_built_from_its_context_and_no_prebuilt_serving_image_is_named(workspace, first):
+    config = Config.from_env(_function_env(first.named("functions", "deploy")[0]))
+    tag = config.serving_image.rsplit(":", 1)[1]
+    context = workspace.uploads / "builds" / tag
+    assert (context / "Dockerfile").is_file() and (context / "model_server" / "__main__.py").is_file()
+    assert tag == deploy_helpers.content_hash(context)
+    assert [c.required("tag") for c in first.named("builds", "submit") if "/server:" in c.required("tag")] == [
+        config.serving_image]
+    commands = " ".join(" ".join(c.words + tuple(c.positionals)) + str(c.flags) for c, _ in first.calls)
+    env = " ".join(_function_env(call)["MLRELAY_SERVING_IMAGE"] for call in first.named("functions", "deploy"))
+    assert "vertex-ai/prediction" not in commands + env and "tf2-cpu" not in commands + env
+
+
 def test_a_given_training_image_is_used_and_not_built(workspace, tmp_path):
     image = f"{REGION}-docker.pkg.dev/{PROJECT}/elsewhere/trainer:v7"
     run = workspace.run(env=workspace.env(FAKE_GCLOUD_STATE=str(tmp_path / "state.json"), TRAINING_IMAGE=image)).ok()
     assert Config.from_env(_function_env(run.named("functions", "deploy")[0])).training_image == image
-    assert [c.required("tag") for c in run.named("builds", "submit")] == [
-        c.required("tag") for c in run.named("builds", "submit") if "/preprocess-launcher:" in c.required("tag")]
+    assert not [c for c in run.named("builds", "submit") if "/trainer:" in c.required("tag")]
+
+
+def test_a_given_serving_image_is_used_and_not_built(workspace, tmp_path):
+    image = f"{REGION}-docker.pkg.dev/{PROJECT}/elsewhere/server:v3"
+    run = workspace.run(env=workspace.env(FAKE_GCLOUD_STATE=str(tmp_path / "state.json"), SERVING_IMAGE=image)).ok()
+    assert Config.from_env(_function_env(run.named("functions", "deploy")[0])).serving_image == image
+    assert not [c for c in run.named("builds", "submit") if "/server:" in c.required("tag")]
 
 
 def test_endpoint_and_weekly_schedule_publishing_a_valid_run_request(first):
@@ -596,6 +618,29 @@ def test_the_training_image_context_holds_the_trainer_and_the_tested_pins(tmp_pa
     assert not list(context.rglob("__pycache__"))
     # the context's own trainer runs, found before any other copy (as in the image, from its WORKDIR)
     probe = subprocess.run([sys.executable, "-c", "import trainer, trainer.task; print(trainer.__file__)"],
+                           cwd=context, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    assert Path(probe.stdout.strip()).resolve().is_relative_to(context.resolve())
+
+
+def test_the_serving_image_context_holds_model_server_and_the_tested_pins(tmp_path):
+    tag = deploy_helpers.stage_serving(tmp_path / "context")
+    context = tmp_path / "context"
+    assert tag == deploy_helpers.content_hash(context)
+    dockerfile = (context / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    (entrypoint,) = [line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT ")]
+    assert json.loads(entrypoint.removeprefix("ENTRYPOINT ")) == ["python", "-m", "model_server"]
+    pins = (context / "requirements.txt").read_text().split()
+    constraints = {line.lower().replace("_", "-") for line in (REPO / "constraints.txt").read_text().split()}
+    assert [p.split("==")[0] for p in pins] == list(deploy_helpers.SERVING_PINNED)
+    assert set(pins) <= set(constraints), "the image must serve with the versions the tests run"
+    assert sorted(p.name for p in context.iterdir()) == ["Dockerfile", "model_server", "requirements.txt"]
+    assert not list(context.rglob("__pycache__"))
+    # the context's model_server stands alone: it imports, from the context, with no other project package
+    probe = subprocess.run([sys.executable, "-I", "-c",
+                            "import sys; sys.path.insert(0, ''); import model_server.__main__, model_server.app, "
+                            "model_server.model_loading, model_server.artifacts; print(model_server.__file__)"],
                            cwd=context, capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr
     assert Path(probe.stdout.strip()).resolve().is_relative_to(context.resolve())

@@ -14,6 +14,7 @@ CONFIG = Config(
     dataflow_service_account=f"dataflow@{PROJECT}.iam.gserviceaccount.com",
     training_service_account=f"training@{PROJECT}.iam.gserviceaccount.com",
     training_image=f"{REGION}-docker.pkg.dev/{PROJECT}/mlrelay/trainer:0123456789abcdef",
+    serving_image=f"{REGION}-docker.pkg.dev/{PROJECT}/mlrelay/server:fedcba9876543210",
     flex_template=f"gs://{BUCKET}/packages/preprocess-template.json", max_workers=3,
 )
 

@@ -163,7 +163,9 @@ def test_the_first_upload_names_the_model_and_later_ones_add_versions_under_pare
     assert create["modelId"] == "babyweight" and "parentModel" not in create
     assert add["parentModel"] == f"{PARENT}/models/babyweight" and "modelId" not in add
     assert add["model"] == {"displayName": "babyweight", "artifactUri": f"gs://{BUCKET}/runs/run-2/train/model/",
-                            "containerSpec": {"imageUri": CONFIG.serving_image}, "labels": {"run_id": "run-2"}}
+                            "containerSpec": {"imageUri": CONFIG.serving_image, "predictRoute": "/predict",
+                                              "healthRoute": "/health", "ports": [{"containerPort": 8080}]},
+                            "labels": {"run_id": "run-2"}}
     assert first == ModelVersion(f"{PARENT}/models/babyweight", "1")
     assert second == ModelVersion(f"{PARENT}/models/babyweight", "2")
 
@@ -398,13 +400,21 @@ def test_a_run_goes_from_request_to_deployment_through_the_cloud_adapters(apis, 
 # --- configuration and cold start ---------------------------------------------------------------
 
 
-def test_the_gcp_platform_needs_its_template_and_image_and_names_what_is_missing():
-    with pytest.raises(ConfigError, match="MLRELAY_FLEX_TEMPLATE and MLRELAY_TRAINING_IMAGE"):
-        build_platform(Config(platform="gcp", training_image=""))
+TRAINER = "europe-west4-docker.pkg.dev/p/mlrelay/trainer:1"
+SERVER = "europe-west4-docker.pkg.dev/p/mlrelay/server:1"
+
+
+def test_the_gcp_platform_needs_its_template_and_images_and_names_what_is_missing():
+    with pytest.raises(ConfigError, match="MLRELAY_FLEX_TEMPLATE and MLRELAY_TRAINING_IMAGE and MLRELAY_SERVING_IMAGE"):
+        build_platform(Config(platform="gcp", training_image="", serving_image=""))
     with pytest.raises(ConfigError, match="MLRELAY_FLEX_TEMPLATE must be a gs:// URI"):
-        build_platform(Config(platform="gcp", flex_template="/tmp/t.json", training_image="europe-west4-docker.pkg.dev/p/mlrelay/trainer:1"))
+        build_platform(Config(platform="gcp", flex_template="/tmp/t.json", training_image=TRAINER, serving_image=SERVER))
     with pytest.raises(ConfigError, match="MLRELAY_TRAINING_IMAGE must name an image in a registry"):
-        build_platform(Config(platform="gcp", flex_template="gs://b/t.json"))  # the local name
+        build_platform(Config(platform="gcp", flex_template="gs://b/t.json", serving_image=SERVER))  # the local name
+    # the serving image's local default is no image Vertex AI can pull either
+    with pytest.raises(ConfigError, match=r"MLRELAY_SERVING_IMAGE must name an image in a registry .*server:TAG.*"
+                                          r"'mlrelay-server:local'"):
+        build_platform(Config(platform="gcp", flex_template="gs://b/t.json", training_image=TRAINER))
 
 
 def test_the_functions_and_the_cloud_platform_load_without_the_google_clients():
@@ -413,7 +423,8 @@ def test_the_functions_and_the_cloud_platform_load_without_the_google_clients():
         "import functions.main\n"
         "from functions.adapters import build_platform\n"
         "from functions.config import Config\n"
-        "p = build_platform(Config(platform='gcp', flex_template='gs://b/t.json', training_image='europe-west4-docker.pkg.dev/p/mlrelay/trainer:1'))\n"
+        "p = build_platform(Config(platform='gcp', flex_template='gs://b/t.json', training_image='europe-west4-docker.pkg.dev/p/mlrelay/trainer:1',"
+        " serving_image='europe-west4-docker.pkg.dev/p/mlrelay/server:1'))\n"
         "print(type(p.storage).__name__, type(p.jobs).__name__, type(p.models).__name__)\n"
         "print(sorted(m for m in sys.modules if m.startswith(('google.cloud.storage', 'google.cloud.aiplatform',"
         " 'google.cloud.dataflow'))))\n"

@@ -16,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from local_cloud import discovery
-from local_cloud.vertex.http import ModelServiceServer, PredictionBatcher
+from local_cloud.vertex.http import ModelServiceServer
 from local_cloud.vertex.registry import ModelService
 from local_cloud.vertex.rest_rules import ApiError
+from model_server.batcher import PredictionBatcher
 from tests.local_cloud.vertex.conftest import BABY, PARENT, TWIN_GIRL, Rest, deployed_version, weight_v1
 
 

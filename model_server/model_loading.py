@@ -1,6 +1,7 @@
-"""SavedModels loaded as TensorFlow Serving loads them, and deployed models loaded on first use.
+"""SavedModels loaded as TensorFlow Serving loads them.
 
-TensorFlow is imported on the first model load, so starting the service is fast.
+TensorFlow is imported on the first model load, so a server that imports this module starts
+listening (and answers liveness checks) before the model is loaded.
 """
 
 from __future__ import annotations
@@ -8,15 +9,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 import weakref
 from typing import Any, Callable, Mapping
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from local_cloud.vertex.rest_rules import ApiError, invalid
-from local_cloud.vertex.row_format import (
+from model_server.errors import invalid
+from model_server.row_format import (
     InputSpec,
     check_prediction_count,
     instances_to_columns,
@@ -125,33 +125,3 @@ def _tensorflow_log_level(level: int):
 
 def load_saved_model(artifact_uri: str, resolve_path: Callable[[str], str]) -> LoadedModel:
     return LoadedModel(artifact_uri, resolve_path(artifact_uri))
-
-
-class Servable:
-    """A deployed model's loaded form, loaded on first use when the service restarts."""
-
-    def __init__(self, artifact_uri: str, loader: Callable[[str], LoadedModel], model: LoadedModel | None = None):
-        self.artifact_uri = artifact_uri
-        self._loader = loader
-        self._model = model
-        self._lock = threading.Lock()
-
-    @property
-    def loaded(self) -> LoadedModel | None:
-        """The model if it is loaded already, without loading it."""
-        return self._model
-
-    def get(self, deployed_model_id: str) -> LoadedModel:
-        model = self._model
-        if model is not None:
-            return model
-        with self._lock:
-            if self._model is None:
-                try:
-                    self._model = self._loader(self.artifact_uri)
-                except Exception as exc:  # any load failure makes the model unavailable, not the service
-                    raise ApiError(
-                        "UNAVAILABLE",
-                        f"deployed model {deployed_model_id} could not be loaded from {self.artifact_uri}: {exc}",
-                    ) from None
-            return self._model

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from local_cloud.vertex.model_loading import _session_callable, load_saved_model
-from local_cloud.vertex.row_format import instances_to_columns
+from model_server.model_loading import _session_callable, load_saved_model
+from model_server.row_format import instances_to_columns
 from tests.local_cloud.vertex.conftest import BABY, TWIN_GIRL, weight_v1
 
 

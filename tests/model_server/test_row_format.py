@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from local_cloud.vertex.rest_rules import ApiError
-from local_cloud.vertex.row_format import (
+from model_server.errors import ApiError
+from model_server.row_format import (
     InputSpec,
     instances_to_columns,
     predictions_from_outputs,

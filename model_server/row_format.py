@@ -18,7 +18,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from local_cloud.vertex.rest_rules import ApiError, invalid
+from model_server.errors import ApiError, invalid
+
 
 @dataclass(frozen=True)
 class InputSpec:

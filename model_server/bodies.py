@@ -1,0 +1,89 @@
+"""A predict request read from ASGI and checked as Vertex AI checks it, before the model sees it.
+
+The serving container (``model_server.app``) and the local endpoint (``local_cloud.vertex.http``)
+read bodies with these functions, so both refuse the same bodies with the same reasons.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from model_server.errors import ApiError, invalid
+
+# Vertex AI rejects online prediction payloads above 1.5 MB:
+# https://cloud.google.com/vertex-ai/docs/predictions/get-online-predictions (request size limit).
+MAX_PREDICT_PAYLOAD_BYTES = 1_572_864
+# A request holds at most this many instances (the local endpoint's limit since its first version).
+DEFAULT_MAX_INSTANCES_PER_REQUEST = 10_000
+
+
+class BadBody(Exception):
+    """A request body refused before it was read whole; the connection is closed after the answer.
+
+    `unread`: how much of the body is still on its way (None when none is, or it is more than
+    `discard_limit`, too much to wait for).
+    """
+
+    def __init__(self, error: ApiError, unread: int | None = None, discard_limit: int = 0):
+        super().__init__(error.message)
+        self.error = error
+        self.unread = unread if unread is not None and unread <= discard_limit else None
+
+
+async def discard(receive, budget: int) -> None:
+    """Read and drop the rest of a refused body, at most `budget` bytes, so that a client still
+    sending it reads the answer instead of a reset connection."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body"):
+            return
+        budget -= len(message.get("body", b""))
+
+
+async def read_json_body(scope: dict, receive, limit: int, discard_limit: int) -> Any:
+    """The request's JSON body ({} when empty); BadBody past `limit` bytes, INVALID_ARGUMENT if not JSON."""
+    declared = None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                raise BadBody(invalid(f"bad Content-Length {value.decode('latin-1')!r}")) from None
+    if declared is not None and declared > limit:
+        raise BadBody(invalid(f"Request payload size exceeds the limit: {limit} bytes."), unread=declared,
+                      discard_limit=discard_limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadBody(invalid("the client went away before sending the whole body"))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            more = discard_limit - size if message.get("more_body") else None
+            raise BadBody(invalid(f"Request payload size exceeds the limit: {limit} bytes."), unread=more,
+                          discard_limit=discard_limit)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise invalid(f"the request body is not valid JSON: {exc}") from None
+
+
+def predict_instances(request: Any, max_instances: int = DEFAULT_MAX_INSTANCES_PER_REQUEST) -> list:
+    """A PredictRequest's ``instances``, once its shape is checked (``parameters`` is not used)."""
+    if not isinstance(request, dict) or "instances" not in request:
+        raise invalid('the request body must be a JSON object with "instances"')
+    instances = request["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise invalid('"instances" must be a non-empty list')
+    if len(instances) > max_instances:
+        raise invalid(f"a request may hold at most {max_instances} instances, got {len(instances)}")
+    return instances
