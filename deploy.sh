@@ -248,31 +248,20 @@ build_flex_template() {
     --max-workers="$MAX_WORKERS"
 }
 
-build_training_image() {
-  if [[ -n $TRAINING_IMAGE ]]; then
-    say "Training image $TRAINING_IMAGE (given)"
+# own_image VAR NAME KIND: the image VAR names when it is given, else ours, built from
+# deploy/KIND_image into the repository and tagged by its context's hash. Vertex AI pulls both
+# from the project's own repository as its service agent: the training image when a job starts,
+# the serving image (named, with its routes and port, by each uploaded model) when one is deployed.
+own_image() {
+  local var=$1 name=$2 kind=$3 tag
+  if [[ -n ${!var} ]]; then
+    say "${kind^} image ${!var} (given)"
     return 0
   fi
-  local tag
-  tag=$(helper stage-training "$WORK/training-context")
-  TRAINING_IMAGE=$REGION-docker.pkg.dev/$PROJECT_ID/$ARTIFACT_REPO/trainer:$tag
-  say "Training image $TRAINING_IMAGE"
-  # Vertex AI pulls it from the project's own repository as its service agent.
-  build_image "$WORK/training-context" "$TRAINING_IMAGE"
-}
-
-build_serving_image() {
-  if [[ -n $SERVING_IMAGE ]]; then
-    say "Serving image $SERVING_IMAGE (given)"
-    return 0
-  fi
-  local tag
-  tag=$(helper stage-serving "$WORK/serving-context")
-  SERVING_IMAGE=$REGION-docker.pkg.dev/$PROJECT_ID/$ARTIFACT_REPO/server:$tag
-  say "Serving image $SERVING_IMAGE"
-  # Vertex AI pulls it from the project's own repository when a model version is deployed; the
-  # models uploaded name it with the routes and port model_server serves (functions/request_bodies.py).
-  build_image "$WORK/serving-context" "$SERVING_IMAGE"
+  tag=$(helper "stage-$kind" "$WORK/$kind-context")
+  printf -v "$var" '%s' "$REGION-docker.pkg.dev/$PROJECT_ID/$ARTIFACT_REPO/$name:$tag"
+  say "${kind^} image ${!var}"
+  build_image "$WORK/$kind-context" "${!var}"
 }
 
 create_endpoint() {
@@ -387,8 +376,8 @@ deploy() {
   create_notification
   create_repository
   build_flex_template
-  build_training_image
-  build_serving_image
+  own_image TRAINING_IMAGE trainer training
+  own_image SERVING_IMAGE server serving
   create_endpoint
   create_sink
   deploy_functions

@@ -269,38 +269,34 @@ def stage_flex(dest: Path, repo_root: Path = REPO_ROOT) -> str:
     return content_hash(dest)
 
 
-def stage_training(dest: Path, repo_root: Path = REPO_ROOT) -> str:
-    """Lay out the training image's build context and return its content hash (the image tag)."""
+def _stage_image(dest: Path, repo_root: Path, image_dir: Path, packages: Iterable[str],
+                 pinned: Iterable[str], image: str) -> str:
+    """Lay out an image's build context (its Dockerfile, the packages it ships, the repository's pins
+    of what they import) and return its content hash (the image tag)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    dockerfile = repo_root / "deploy" / TRAINING_DIR.name / "Dockerfile"
+    dockerfile = repo_root / "deploy" / image_dir.name / "Dockerfile"
     if not dockerfile.is_file():
         raise DeployError(f"{dockerfile} is missing")
     shutil.copy2(dockerfile, dest / "Dockerfile")
-    for package in ("trainer", "natality_sample"):
+    for package in packages:
         if not (repo_root / package / "__init__.py").is_file():
-            raise DeployError(f"{repo_root / package} is not a package: the training image ships it")
+            raise DeployError(f"{repo_root / package} is not a package: {image} ships it")
         shutil.copytree(repo_root / package, dest / package, ignore=_IGNORED, dirs_exist_ok=True)
-    pins = pinned_requirements((repo_root / "requirements.txt").read_text(), TRAINING_PINNED, "the training image")
+    pins = pinned_requirements((repo_root / "requirements.txt").read_text(), pinned, image)
     (dest / "requirements.txt").write_text("\n".join(pins) + "\n")
     return content_hash(dest)
+
+
+def stage_training(dest: Path, repo_root: Path = REPO_ROOT) -> str:
+    """The training image's build context; returns its content hash (the image tag)."""
+    return _stage_image(dest, repo_root, TRAINING_DIR, ("trainer", "natality_sample"), TRAINING_PINNED,
+                        "the training image")
 
 
 def stage_serving(dest: Path, repo_root: Path = REPO_ROOT) -> str:
-    """Lay out the serving image's build context and return its content hash (the image tag)."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    dockerfile = repo_root / "deploy" / SERVING_DIR.name / "Dockerfile"
-    if not dockerfile.is_file():
-        raise DeployError(f"{dockerfile} is missing")
-    shutil.copy2(dockerfile, dest / "Dockerfile")
-    if not (repo_root / "model_server" / "__init__.py").is_file():
-        raise DeployError(f"{repo_root / 'model_server'} is not a package: the serving image ships it")
-    shutil.copytree(repo_root / "model_server", dest / "model_server", ignore=_IGNORED, dirs_exist_ok=True)
-    pins = pinned_requirements((repo_root / "requirements.txt").read_text(), SERVING_PINNED, "the serving image")
-    (dest / "requirements.txt").write_text("\n".join(pins) + "\n")
-    return content_hash(dest)
-
+    """The serving image's build context; returns its content hash (the image tag)."""
+    return _stage_image(dest, repo_root, SERVING_DIR, ("model_server",), SERVING_PINNED, "the serving image")
 
 def content_hash(directory: Path, length: int = 16) -> str:
     """A hash of every file's relative path and bytes: equal trees, equal hashes."""

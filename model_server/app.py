@@ -11,21 +11,19 @@ Predictions of requests that arrive together run as one model call (model_server
 
 from __future__ import annotations
 
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from model_server.batcher import DEFAULT_MAX_BATCH_INSTANCES, PredictionBatcher
-from model_server.errors import ApiError
 from model_server.bodies import (
     DEFAULT_MAX_INSTANCES_PER_REQUEST,
     MAX_PREDICT_PAYLOAD_BYTES,
-    BadBody,
-    discard,
     predict_instances,
     read_json_body,
 )
+from model_server.errors import ApiError
+from model_server.responses import respond_json
 
 log = logging.getLogger(__name__)
 
@@ -70,27 +68,7 @@ class ModelServerApp:
     async def __call__(self, scope: dict, receive, send) -> None:
         if scope["type"] != "http":
             return
-        close = False
-        try:
-            status, body = 200, await self._dispatch(scope, receive)
-        except BadBody as exc:
-            close = True
-            status, body = exc.error.http_status, exc.error.http_body()
-            if exc.unread is not None:
-                await discard(receive, exc.unread)
-        except ApiError as exc:
-            status, body = exc.http_status, exc.http_body()
-        except Exception as exc:  # an unexpected fault is the server's, reported as Google APIs do
-            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
-            error = ApiError("INTERNAL", f"internal error: {exc}")
-            status, body = error.http_status, error.http_body()
-        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        headers = [(b"content-type", b"application/json; charset=UTF-8"),
-                   (b"content-length", str(len(payload)).encode("ascii"))]
-        if close:
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await respond_json(scope, receive, send, self._dispatch, log)
 
     async def _dispatch(self, scope: dict, receive) -> Any:
         method, path = scope["method"], scope["path"]

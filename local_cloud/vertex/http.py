@@ -24,7 +24,6 @@ whether to serve it, and closes the server after the service.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import socket
@@ -39,7 +38,8 @@ from local_cloud import discovery
 from local_cloud.vertex.rest_rules import ApiError, invalid, parse_duration
 from local_cloud.vertex.routing import predict_response
 from model_server.batcher import PredictionBatcher
-from model_server.bodies import MAX_PREDICT_PAYLOAD_BYTES, BadBody, discard, read_json_body
+from model_server.bodies import MAX_PREDICT_PAYLOAD_BYTES, read_json_body
+from model_server.responses import respond_json
 
 if TYPE_CHECKING:
     from local_cloud.vertex.registry import ModelService
@@ -106,27 +106,7 @@ class VertexRestApp:
     async def __call__(self, scope: dict, receive, send) -> None:
         if scope["type"] != "http":
             return
-        close = False
-        try:
-            status, body = 200, await self._dispatch(scope, receive)
-        except BadBody as exc:
-            close = True
-            status, body = exc.error.http_status, exc.error.http_body()
-            if exc.unread is not None:
-                await discard(receive, exc.unread)
-        except ApiError as exc:
-            status, body = exc.http_status, exc.http_body()
-        except Exception as exc:  # an unexpected fault is the service's, reported as Google APIs do
-            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
-            error = ApiError("INTERNAL", f"internal error: {exc}")
-            status, body = error.http_status, error.http_body()
-        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        headers = [(b"content-type", b"application/json; charset=UTF-8"),
-                   (b"content-length", str(len(payload)).encode("ascii"))]
-        if close:
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await respond_json(scope, receive, send, self._dispatch, log)
 
     async def _read_body(self, scope: dict, receive, limit: int) -> Any:
         return await read_json_body(scope, receive, limit, MAX_DISCARDED_BYTES)
