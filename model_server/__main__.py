@@ -23,8 +23,8 @@ from typing import Mapping, Sequence
 from model_server.app import ModelServerApp
 
 DEFAULT_PORT = 8080
-# What Vertex AI sets when the Model's containerSpec names no routes (its pattern, with these ids),
-# so that `docker run` of the image alone serves somewhere predictable.
+# The routes every uploaded model names (functions/request_bodies.py), which Vertex AI passes back
+# as AIP_HEALTH_ROUTE and AIP_PREDICT_ROUTE; the same here when they are unset (`docker run IMAGE`).
 DEFAULT_HEALTH_ROUTE = "/health"
 DEFAULT_PREDICT_ROUTE = "/predict"
 LISTEN_BACKLOG = 128
