@@ -75,3 +75,16 @@ def test_a_model_that_cannot_load_keeps_health_failing_with_the_reason(start_mod
     status, answer = server.predict([BABY])
     assert status == 503 and answer["error"]["status"] == "UNAVAILABLE"
     assert server.stop() == 0
+
+
+def test_the_routes_and_port_every_model_upload_names_are_the_servers_own_defaults():
+    """The upload body (functions/) and the server (its own image) each keep the contract's values."""
+    from functions import request_bodies
+    from model_server import __main__ as server
+
+    assert (request_bodies.SERVING_HEALTH_ROUTE, request_bodies.SERVING_PREDICT_ROUTE, request_bodies.SERVING_PORT) == (
+        server.DEFAULT_HEALTH_ROUTE, server.DEFAULT_PREDICT_ROUTE, server.DEFAULT_PORT)
+    assert server.settings({}) == {"port": 8080, "health_route": "/health", "predict_route": "/predict",
+                                   "storage_uri": ""}
+    with pytest.raises(ValueError, match="AIP_HTTP_PORT"):
+        server.settings({"AIP_HTTP_PORT": "http"})
