@@ -86,20 +86,6 @@ def training_kind() -> str:
     return JobKind.VERTEX_CUSTOM_JOB.value
 
 
-def run_of_trigger(runs, trigger_uri: str, others: set[str]) -> str | None:
-    """The run started by ``trigger_uri``, from the runs' request.json (``others``: run ids known not to be it)."""
-    for run_id in runs.run_ids():
-        if run_id in others:
-            continue
-        origin = runs.request_origin(run_id)
-        if not origin:
-            continue  # request.json not written yet: looked at again on the next pass
-        if origin.get("object") == trigger_uri:
-            return run_id
-        others.add(run_id)
-    return None
-
-
 def wait_for_run(runs, trigger_uri: str, timeout_s: float, every_s: float = 0.5, *,
                  stop: threading.Event):
     """The trigger's run once it has ended (its RunStatus), or None after ``timeout_s`` or ``stop``.
@@ -113,7 +99,7 @@ def wait_for_run(runs, trigger_uri: str, timeout_s: float, every_s: float = 0.5,
     run_id = None
     status = None
     while time.monotonic() < deadline:
-        run_id = run_id or run_of_trigger(runs, trigger_uri, others)
+        run_id = run_id or runs.find_run_for_trigger(trigger_uri, others)
         if run_id:
             statuses = runs.statuses(run_id)
             status = statuses[0] if statuses else None

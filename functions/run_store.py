@@ -167,10 +167,22 @@ class RunStore:
         folders = (folder[len(RUNS_PREFIX):].rstrip("/") for folder in self.storage.list_folders(RUNS_PREFIX))
         return sorted(run_id for run_id in folders if is_run_id(run_id))
 
-    def find_run_for_trigger(self, trigger_uri: str) -> str | None:
-        """The run a trigger file (gs://bucket/triggers/...) started, if it has started one."""
-        return next((run_id for run_id in reversed(self.run_ids())
-                     if self.request_origin(run_id).get("object") == trigger_uri), None)
+    def find_run_for_trigger(self, trigger_uri: str, others: set[str] | None = None) -> str | None:
+        """The run a trigger file (gs://bucket/triggers/...) started, if it has started one, newest first.
+
+        A caller that looks again and again (while the run is starting) passes `others`: the runs
+        found to be another trigger's are added to it and skipped on the next look, so each
+        request.json is read once; a run whose request is not readable yet is looked at again.
+        """
+        for run_id in reversed(self.run_ids()):
+            if others is not None and run_id in others:
+                continue
+            origin = self.request_origin(run_id)
+            if origin.get("object") == trigger_uri:
+                return run_id
+            if origin and others is not None:
+                others.add(run_id)
+        return None
 
     # trigger files
 

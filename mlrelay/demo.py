@@ -125,10 +125,11 @@ def follow_run(bucket_dir: Path, runs: RunStore, trigger_uri: str, timeout_s: fl
     deadline = time.monotonic() + timeout_s
     run_id = None
     status = None
+    others: set[str] = set()  # runs already found to be another trigger's
     try:
         while time.monotonic() < deadline:
             watch.changed.flag.clear()
-            run_id = run_id or runs.find_run_for_trigger(trigger_uri)
+            run_id = run_id or runs.find_run_for_trigger(trigger_uri, others)
             if run_id is None:
                 watch.watch_new_runs()
             else:

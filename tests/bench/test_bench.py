@@ -112,24 +112,6 @@ def test_a_handoff_is_split_into_publishing_queueing_and_the_function():
     assert parts == {"manifest_to_training": {"to_publish_ms": 8.0, "queued_ms": 2.0, "in_function_ms": 40.0}}
 
 
-def test_the_run_of_a_trigger_is_found_by_the_origin_of_its_request(tmp_path):
-    from functions.local_adapters import LocalStorage
-    from functions.run_store import RunStore
-
-    run_a, run_b, run_c = (f"run-20261127-05000{i}-{i:010x}" for i in range(3))
-    for run_id, uri in ((run_a, "gs://mlrelay/triggers/other.json"), (run_b, "gs://mlrelay/triggers/mine.json")):
-        (tmp_path / "runs" / run_id).mkdir(parents=True)
-        (tmp_path / "runs" / run_id / "request.json").write_text(json.dumps({"origin": {"object": uri}}))
-    (tmp_path / "runs" / run_c).mkdir()
-    (tmp_path / "runs" / run_c / "request.json").write_text("{half written")
-    runs = RunStore(LocalStorage(tmp_path), "mlrelay")
-    others: set[str] = set()
-    assert handoff.run_of_trigger(runs, "gs://mlrelay/triggers/none.json", others) is None
-    assert others == {run_a, run_b}, "a request being written (run_c) is looked at again next time"
-    assert handoff.run_of_trigger(runs, "gs://mlrelay/triggers/mine.json", set()) == run_b
-    assert handoff.run_of_trigger(runs, "gs://mlrelay/triggers/mine.json", {run_b}) is None
-
-
 # --- the polling orchestrator, against fakes ---------------------------------------------------------
 
 

@@ -94,6 +94,18 @@ def test_the_ledger_folds_every_readable_record_of_each_run(runs):
     assert status.state is RunState.PREPROCESSING
 
 
+def test_a_trigger_is_looked_for_again_skipping_the_runs_found_to_be_anothers(runs):
+    run_a, run_b, run_c = (f"run-20261127-05000{i}-{i:010x}" for i in range(3))
+    for run_id, uri in ((run_a, "gs://b/triggers/other.json"), (run_b, "gs://b/triggers/mine.json")):
+        runs.create_request(run_id, {"origin": {"object": uri}})
+    runs.storage.write(run_store.request_name(run_c), b"{half written")
+    others: set[str] = set()
+    assert runs.find_run_for_trigger("gs://b/triggers/none.json", others) is None
+    assert others == {run_a, run_b}, "a request being written (run_c) is looked at again next time"
+    assert runs.find_run_for_trigger("gs://b/triggers/mine.json", set()) == run_b
+    assert runs.find_run_for_trigger("gs://b/triggers/mine.json", {run_b}) is None
+
+
 def test_deployments_are_indexed_by_operation_and_recorded_once(runs):
     op = "projects/p/locations/r/endpoints/e/operations/42"
     assert runs.deployment(op) is None
