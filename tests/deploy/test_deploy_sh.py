@@ -600,22 +600,28 @@ def test_notifications_are_matched_on_topic_and_prefix_wherever_the_listing_puts
     assert deploy_helpers.matching_notifications([], "mlrelay-start", "triggers/", "b") == []
 
 
-def test_the_training_image_context_holds_the_trainer_and_the_tested_pins(tmp_path):
-    tag = deploy_helpers.stage_training(tmp_path / "context")
-    context = tmp_path / "context"
+def _check_image_context(context: Path, tag: str, entrypoint: list[str], pinned) -> None:
+    """An image's staged context: tagged by its hash, on python:3.11-slim, running `entrypoint`,
+    with pins of exactly `pinned`, each the version the tests run, and no bytecode."""
     assert tag == deploy_helpers.content_hash(context)
     dockerfile = (context / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in dockerfile
-    (entrypoint,) = [line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT ")]
-    from functions.request_bodies import TRAINER_COMMAND
-
-    # the image's entry point is the command the CustomJob runs (and the local stand-in runs)
-    assert json.loads(entrypoint.removeprefix("ENTRYPOINT ")) == list(TRAINER_COMMAND)
+    (line,) = [line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT ")]
+    assert json.loads(line.removeprefix("ENTRYPOINT ")) == entrypoint
     pins = (context / "requirements.txt").read_text().split()
     constraints = {line.lower().replace("_", "-") for line in (REPO / "constraints.txt").read_text().split()}
-    assert [p.split("==")[0] for p in pins] == list(deploy_helpers.TRAINING_PINNED)
-    assert set(pins) <= set(constraints), "the image must train with the versions the tests run"
+    assert [p.split("==")[0] for p in pins] == list(pinned)
+    assert set(pins) <= set(constraints), "the image must run the versions the tests run"
     assert not list(context.rglob("__pycache__"))
+
+
+def test_the_training_image_context_holds_the_trainer_and_the_tested_pins(tmp_path):
+    from functions.request_bodies import TRAINER_COMMAND
+
+    context = tmp_path / "context"
+    # the image's entry point is the command the CustomJob runs (and the local stand-in runs)
+    _check_image_context(context, deploy_helpers.stage_training(context), list(TRAINER_COMMAND),
+                         deploy_helpers.TRAINING_PINNED)
     # the context's own trainer runs, found before any other copy (as in the image, from its WORKDIR)
     probe = subprocess.run([sys.executable, "-c", "import trainer, trainer.task; print(trainer.__file__)"],
                            cwd=context, capture_output=True, text=True, timeout=120)
@@ -624,19 +630,10 @@ def test_the_training_image_context_holds_the_trainer_and_the_tested_pins(tmp_pa
 
 
 def test_the_serving_image_context_holds_model_server_and_the_tested_pins(tmp_path):
-    tag = deploy_helpers.stage_serving(tmp_path / "context")
     context = tmp_path / "context"
-    assert tag == deploy_helpers.content_hash(context)
-    dockerfile = (context / "Dockerfile").read_text()
-    assert "FROM python:3.11-slim" in dockerfile
-    (entrypoint,) = [line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT ")]
-    assert json.loads(entrypoint.removeprefix("ENTRYPOINT ")) == ["python", "-m", "model_server"]
-    pins = (context / "requirements.txt").read_text().split()
-    constraints = {line.lower().replace("_", "-") for line in (REPO / "constraints.txt").read_text().split()}
-    assert [p.split("==")[0] for p in pins] == list(deploy_helpers.SERVING_PINNED)
-    assert set(pins) <= set(constraints), "the image must serve with the versions the tests run"
+    _check_image_context(context, deploy_helpers.stage_serving(context), ["python", "-m", "model_server"],
+                         deploy_helpers.SERVING_PINNED)
     assert sorted(p.name for p in context.iterdir()) == ["Dockerfile", "model_server", "requirements.txt"]
-    assert not list(context.rglob("__pycache__"))
     # the context's model_server stands alone: it imports, from the context, with no other project package
     probe = subprocess.run([sys.executable, "-I", "-c",
                             "import sys; sys.path.insert(0, ''); import model_server.__main__, model_server.app, "

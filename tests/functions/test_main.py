@@ -392,29 +392,20 @@ def test_a_message_that_is_not_a_log_entry_is_acknowledged_and_ignored(clients, 
     assert line["action"] == "ignored" and "LogEntry" in line["detail"]
 
 
-def test_a_failed_dataflow_job_fails_its_run(clients, cloud):
-    run_id = start_a_run(clients, cloud)
-    entry = dataflow_job_message("2026-11-27_05_01_03-4369315246414288431", run_id,
-                                 "Workflow failed. Causes: S02:Read natality failed.")
-
-    response = deliver(clients["on_training_complete"], log_entry_message(entry))
-
-    assert response.status_code == 200
-    status = run_status(cloud, run_id)
-    assert status.state == "failed" and "S02:Read natality failed" in status.reason
-    assert cloud.jobs.training_calls == []
-
-
-def test_a_failed_flex_template_launch_fails_its_run(clients, cloud):
+@pytest.mark.parametrize("line, reason", [
+    ("Workflow failed. Causes: S02:Read natality failed.", "S02:Read natality failed"),
     # A launch that fails in the launcher container never logs "Workflow failed.": its job logs
     # this line instead (Dataflow's common-errors page, "Template launch failed with error").
+    ("Error occurred in the launcher container: Template launch failed. See console logs.",
+     "Error occurred in the launcher container"),
+], ids=["workflow-failed", "flex-template-launch-failed"])
+def test_a_failed_dataflow_job_fails_its_run(clients, cloud, line, reason):
     run_id = start_a_run(clients, cloud)
-    entry = dataflow_job_message("2026-11-27_05_01_03-4369315246414288431", run_id,
-                                 "Error occurred in the launcher container: Template launch failed. See console logs.")
+    entry = dataflow_job_message("2026-11-27_05_01_03-4369315246414288431", run_id, line)
 
     response = deliver(clients["on_training_complete"], log_entry_message(entry))
 
     assert response.status_code == 200
     status = run_status(cloud, run_id)
-    assert status.state == "failed" and "Error occurred in the launcher container" in status.reason
+    assert status.state == "failed" and reason in status.reason
     assert cloud.jobs.training_calls == []
