@@ -37,6 +37,7 @@ class OutputLocations:
     job_dir: str
     model_dir: str
     metrics_path: str
+    comparison_path: str
     tensorboard_dir: str | None
 
 
@@ -44,7 +45,7 @@ def resolve_output_locations(job_dir: str | None, environ: Mapping[str, str]) ->
     """Decide where the SavedModel, metrics.json and TensorBoard logs go.
 
     ``AIP_MODEL_DIR`` wins for the model (Vertex AI uploads what is there); otherwise the model
-    goes to ``<job-dir>/model``. metrics.json goes to ``<job-dir>/metrics.json``; without
+    goes to ``<job-dir>/model``. metrics.json and comparison.json go to the job dir; without
     ``--job-dir`` the job dir is the model dir's parent, which is Vertex's base output directory.
     """
     aip_model_dir = environ.get("AIP_MODEL_DIR") or None
@@ -63,5 +64,6 @@ def resolve_output_locations(job_dir: str | None, environ: Mapping[str, str]) ->
         job_dir=local_job_dir,
         model_dir=model_dir,
         metrics_path=os.path.join(local_job_dir, "metrics.json"),
+        comparison_path=os.path.join(local_job_dir, "comparison.json"),
         tensorboard_dir=to_local_path(tensorboard) if tensorboard else None,
     )

@@ -4,6 +4,10 @@ Run as ``python -m trainer.serving_check MODEL_DIR`` with any TensorFlow 2.x: it
 ``tf.saved_model.load`` and the ``serving_default`` signature, never Keras, so it shows whether
 the SavedModel is servable by Vertex AI's prebuilt TensorFlow prediction image (TF 2.15) on its
 own. It prints a JSON report and exits 0 only when the signature and predictions are right.
+
+The trainer scores a champion model the same way (:func:`predict_weights`): through its
+``serving_default`` signature alone, so a model exported by any earlier trainer is scored
+without our Python code.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Sequence
+from typing import Mapping, Sequence
 
 # A batch a client could send: every sex value and the pluralities only the "Unknown" rows use.
 SAMPLE_BATCH = {
@@ -30,8 +34,12 @@ class ServingCheckError(RuntimeError):
     """The SavedModel does not load, or its signature or predictions are wrong."""
 
 
-def check_saved_model(model_dir: str) -> dict:
-    """Load ``model_dir``, check ``serving_default`` and predict :data:`SAMPLE_BATCH`."""
+def _load_signature(model_dir: str):
+    """Load ``model_dir`` with plain TensorFlow; return it and its checked ``serving_default``.
+
+    The caller holds on to the loaded object while it calls the signature: the model's variables
+    belong to that object, and a signature called after it is freed may find them gone.
+    """
     import tensorflow as tf  # noqa: PLC0415 (the caller's TensorFlow, whichever version)
 
     try:
@@ -48,21 +56,33 @@ def check_saved_model(model_dir: str) -> dict:
     for name, spec in inputs.items():
         if spec.shape.rank != 1:
             raise ServingCheckError(f"input {name} has shape {spec.shape}, expected [batch]")
+    return loaded, signature
 
-    batch = {
-        name: tf.constant(values, dtype=getattr(tf, EXPECTED_INPUTS[name]))
-        for name, values in SAMPLE_BATCH.items()
-    }
+
+def _predict_batch(signature, columns: Mapping[str, Sequence]):
+    """Call the signature on one batch of raw feature columns; check and return ``weight``."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    batch = {name: tf.constant(columns[name], dtype=getattr(tf, dtype))
+             for name, dtype in EXPECTED_INPUTS.items()}
     outputs = signature(**batch)
     if set(outputs) != {"weight"}:
         raise ServingCheckError(f"serving_default returns {sorted(outputs)}, expected ['weight']")
     weight = outputs["weight"]
-    batch_size = len(SAMPLE_BATCH["is_male"])
+    batch_size = len(columns["is_male"])
     if weight.dtype != tf.float32 or weight.shape.as_list() != [batch_size]:
         raise ServingCheckError(
             f"weight is {weight.dtype.name} of shape {weight.shape}, expected float32 [{batch_size}]"
         )
-    predictions = [float(x) for x in weight.numpy()]
+    return weight.numpy()
+
+
+def check_saved_model(model_dir: str) -> dict:
+    """Load ``model_dir``, check ``serving_default`` and predict :data:`SAMPLE_BATCH`."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    _loaded, signature = _load_signature(model_dir)
+    predictions = [float(x) for x in _predict_batch(signature, SAMPLE_BATCH)]
     low, high = PLAUSIBLE_POUNDS
     if not all(math.isfinite(x) and low < x < high for x in predictions):
         raise ServingCheckError(f"implausible predictions (pounds): {predictions}")
@@ -71,6 +91,24 @@ def check_saved_model(model_dir: str) -> dict:
         "model_dir": model_dir,
         "predictions": predictions,
     }
+
+
+def predict_weights(model_dir: str, features: Mapping[str, Sequence], batch_size: int = 8192):
+    """Predictions (a float32 numpy array) of the SavedModel in ``model_dir`` for raw feature
+    columns, in row order.
+
+    Only the ``serving_default`` signature is used, as the serving container uses it; a model
+    that does not load or whose signature is not the serving contract is a ServingCheckError.
+    """
+    import numpy as np  # noqa: PLC0415 (TensorFlow's own dependency)
+
+    _loaded, signature = _load_signature(model_dir)
+    rows = len(features["is_male"])
+    batches = []
+    for start in range(0, rows, batch_size):
+        columns = {name: features[name][start:start + batch_size] for name in EXPECTED_INPUTS}
+        batches.append(_predict_batch(signature, columns))
+    return np.concatenate(batches) if batches else np.zeros(0, dtype=np.float32)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,11 @@ Vertex AI runs this module in mlrelay's training image (deploy/training_image). 
 (``AIP_MODEL_DIR`` for the SavedModel, ``AIP_TENSORBOARD_LOG_DIR``, ``CLOUD_ML_JOB_ID``) and
 reads and writes ``gs://`` locations through Vertex's Cloud Storage FUSE mount ``/gcs/``.
 Order of work: validate arguments and input, read eval rows and training statistics (a
-malformed shard stops the run here), train, export the SavedModel, write metrics.json last.
+malformed shard stops the run here), train, export the SavedModel, score the champion (the
+SavedModel of ``--champion-model-dir``, through its serving signature) on the same eval rows,
+write comparison.json (the candidate's and the champion's RMSE, overall and per slice, for the
+release gate), then metrics.json last: it marks the run complete. A champion that cannot be
+loaded or scored is recorded in comparison.json as an error and does not fail the run.
 Exit status 0 on success, 1 on bad input (nothing written), 2 on bad arguments.
 """
 
@@ -19,7 +23,7 @@ import time
 from typing import Sequence
 
 from trainer.inputs import DataSpec, TrainerInputError, discover_data, load_manifest
-from trainer.paths import resolve_output_locations
+from trainer.paths import resolve_output_locations, to_local_path
 
 log = logging.getLogger("trainer")
 
@@ -61,8 +65,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _model_uri(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must be a gs:// URI or a local path, got an empty string")
+    try:
+        to_local_path(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of the original babyweight trainer, plus ``--manifest`` and ``--seed``."""
+    """The command line of the original babyweight trainer, plus ``--manifest``, ``--seed`` and
+    ``--champion-model-dir``."""
     parser = argparse.ArgumentParser(prog="python -m trainer.task", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="directory of the preprocess output (gs:// or local)")
@@ -83,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=_positive_float, default=DEFAULT_LEARNING_RATE)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="seed of weight initialisation and shuffling")
+    parser.add_argument("--champion-model-dir", type=_model_uri, default=None, metavar="URI",
+                        help="SavedModel directory (gs:// or local) of the model to compare with, "
+                        "e.g. the deployed champion: scored on the same eval rows into "
+                        "comparison.json; if it cannot be loaded or scored, comparison.json "
+                        "records why and the run still succeeds")
     return parser
 
 
@@ -184,11 +204,14 @@ def _train(args: argparse.Namespace) -> int:
     eval_rmse = evaluation.rmse(predicted, eval_labels)
     export_for_serving(model, outputs.model_dir)
     log.info("exported the SavedModel to %s", outputs.model_dir)
+    mean_baseline_rmse = evaluation.baseline_rmse(stats.label_mean, eval_labels)
+    _write_comparison(outputs.comparison_path, args.champion_model_dir, eval_features, eval_labels,
+                      predicted, mean_baseline_rmse)
 
     examples_seen = steps * args.batch_size * args.num_evals
     metrics = {
         "eval_rmse": eval_rmse,
-        "baseline_rmse": evaluation.baseline_rmse(stats.label_mean, eval_labels),
+        "baseline_rmse": mean_baseline_rmse,
         "bayes_floor": evaluation.bayes_floor(spec.sample, eval_features),
         "train_examples_seen": examples_seen,
         "train_rows": stats.rows,
@@ -208,6 +231,38 @@ def _train(args: argparse.Namespace) -> int:
     log.info("eval RMSE %.4f (baseline %.4f, Bayes floor %s); metrics in %s",
              eval_rmse, metrics["baseline_rmse"], metrics["bayes_floor"], outputs.metrics_path)
     return 0
+
+
+def _write_comparison(path: str, champion_uri: str | None, eval_features: dict, eval_labels,
+                      candidate_predicted, mean_baseline_rmse: float) -> None:
+    """Score the candidate and the champion (if any) on the eval rows; write comparison.json."""
+    from trainer import comparison, evaluation  # noqa: PLC0415
+
+    masks = comparison.slice_masks(eval_features)
+    champion = None
+    if champion_uri is not None:
+        champion = _score_champion(champion_uri, eval_features, eval_labels, masks)
+    document = comparison.comparison(
+        eval_labels, mean_baseline_rmse, comparison.score(candidate_predicted, eval_labels, masks), champion
+    )
+    evaluation.write_json_atomically(path, document)
+    log.info("comparison in %s", path)
+
+
+def _score_champion(uri: str, eval_features: dict, eval_labels, masks: dict) -> dict:
+    from trainer import comparison  # noqa: PLC0415
+    from trainer.serving_check import ServingCheckError, predict_weights  # noqa: PLC0415
+
+    try:
+        predicted = predict_weights(to_local_path(uri).rstrip("/") or "/", eval_features)
+        entry = comparison.champion_score(uri, predicted, eval_labels, masks)
+    except Exception as error:  # a champion that cannot be scored must not lose the candidate
+        # The serving check's own messages say what failed; anything else is named by its type.
+        entry = comparison.champion_error(uri, str(error) if isinstance(error, ServingCheckError) else error)
+        log.warning("champion %s not scored: %s", uri, entry["error"])
+        return entry
+    log.info("champion %s: eval RMSE %.4f", uri, entry["rmse"])
+    return entry
 
 
 if __name__ == "__main__":
