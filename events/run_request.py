@@ -5,6 +5,9 @@ with jsonschema); every key is optional and missing ones take `DEFAULTS`. Whatev
 bytes, a huge body, NaN, duplicate keys, an array, null) ends as either a `RunRequest` or an
 `InvalidRunRequest` whose text is one line a person can act on, because that line is what the run
 ledger records for a rejected request.
+
+The optional "release" object overrides the release policy's thresholds for this run only
+(`ReleaseOverrides`); it cannot switch the gate off.
 """
 from __future__ import annotations
 
@@ -38,11 +41,42 @@ DEFAULTS: dict[str, Any] = {
     # None: the platform's default source (BigQuery in the cloud, the sample in the local bucket).
     "source": None,
     "seed": None,
+    # None: the release policy's configured thresholds (functions.release.policy) stand.
+    "release": None,
 }
 
 # jsonschema applies patterns with Python's re, where '$' also matches before a final newline;
 # refusing newlines outright keeps "bw\n" from passing as "bw".
 _HAS_NEWLINE = {"pattern": "\n"}
+
+# Per-run overrides of the release policy's thresholds (functions.release.policy.ReleasePolicy):
+# each optional, each bounded so that any accepted value makes a valid policy. There is no way
+# to skip the gate from a request: putting an earlier model back is rollback's job, not a run's.
+RELEASE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        # The candidate must beat predicting the mean by this fraction of the mean's RMSE.
+        "minImprovementOverMean": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+        # How much worse than the champion (a fraction of its RMSE) overall and per slice.
+        "tolerance": {"type": "number", "minimum": 0, "maximum": 1},
+        "sliceTolerance": {"type": "number", "minimum": 0, "maximum": 1},
+        "minSliceRows": {"type": "integer", "minimum": 1, "maximum": 100_000_000},
+        "canaryPercent": {"type": "integer", "minimum": 1, "maximum": 50},
+        "bakeSeconds": {"type": "integer", "minimum": 1, "maximum": 86_400},
+        "dataCheck": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                # Rows read may differ from the last good run's by this fraction of them.
+                "rowsReadTolerance": {"type": "number", "minimum": 0, "maximum": 10},
+                # Absolute bands around the last good run's shares (0.05: five points).
+                "droppedShareTolerance": {"type": "number", "minimum": 0, "maximum": 1},
+                "splitShareTolerance": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+        },
+    },
+}
 
 RUN_REQUEST_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -68,6 +102,7 @@ RUN_REQUEST_SCHEMA: dict[str, Any] = {
         },
         # numpy seeds must fit in 32 bits, so the trainer can use any seed it is given.
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        "release": RELEASE_SCHEMA,
     },
 }
 
@@ -106,9 +141,70 @@ _CAMEL = {
     "seed": "seed",
 }
 
+# ReleaseOverrides field -> its key in the request's "release" object ("dataCheck." nests it).
+RELEASE_KEYS: dict[str, str] = {
+    "min_improvement_over_mean": "minImprovementOverMean",
+    "tolerance": "tolerance",
+    "slice_tolerance": "sliceTolerance",
+    "min_slice_rows": "minSliceRows",
+    "canary_percent": "canaryPercent",
+    "bake_seconds": "bakeSeconds",
+    "rows_read_tolerance": "dataCheck.rowsReadTolerance",
+    "dropped_share_tolerance": "dataCheck.droppedShareTolerance",
+    "split_share_tolerance": "dataCheck.splitShareTolerance",
+}
+_RELEASE_INTS = frozenset({"min_slice_rows", "canary_percent", "bake_seconds"})
+
 
 class InvalidRunRequest(ValueError):
     """A run request that cannot be run; str() is a one-line reason."""
+
+
+@dataclass(frozen=True)
+class ReleaseOverrides:
+    """The release thresholds one request sets; None leaves the configured threshold standing.
+
+    Flat, with the names of `functions.release.policy.ReleasePolicy`'s fields, so that applying
+    them is a field-by-field replace; the request's JSON nests the data check's three under
+    "dataCheck" (`RELEASE_KEYS`).
+    """
+
+    min_improvement_over_mean: float | None = None
+    tolerance: float | None = None
+    slice_tolerance: float | None = None
+    min_slice_rows: int | None = None
+    canary_percent: int | None = None
+    bake_seconds: int | None = None
+    rows_read_tolerance: float | None = None
+    dropped_share_tolerance: float | None = None
+    split_share_tolerance: float | None = None
+
+    def given(self) -> dict[str, int | float]:
+        """The fields this request sets, by field name."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The "release" object of the request (camelCase, "dataCheck" nested), set keys only."""
+        document: dict[str, Any] = {}
+        for field_name, value in self.given().items():
+            *parents, key = RELEASE_KEYS[field_name].split(".")
+            node = document
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[key] = value
+        return document
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> "ReleaseOverrides | None":
+        """Overrides from a "release" object that passed the schema; None when it sets nothing."""
+        values: dict[str, Any] = {}
+        for field_name, path in RELEASE_KEYS.items():
+            node: Any = document
+            for key in path.split("."):
+                node = node.get(key) if isinstance(node, Mapping) else None
+            if node is not None:
+                values[field_name] = int(node) if field_name in _RELEASE_INTS else float(node)
+        return cls(**values) if values else None
 
 
 @dataclass(frozen=True)
@@ -124,10 +220,15 @@ class RunRequest:
     model_name: str
     source: str | None
     seed: int | None
+    # None: the request overrides no release threshold (an empty "release" object reads the same).
+    release: ReleaseOverrides | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The request as its JSON object (camelCase keys); every key present but an unset source."""
-        return {_CAMEL[key]: value for key, value in asdict(self).items() if value is not None}
+        """The request as its JSON object (camelCase keys); only the keys that are set."""
+        document = {_CAMEL[key]: getattr(self, key) for key in _CAMEL if getattr(self, key) is not None}
+        if self.release is not None and self.release.given():
+            document["release"] = self.release.to_dict()
+        return document
 
     def to_json(self) -> str:
         """Canonical JSON text (sorted keys, compact) that `parse_run_request` reads back equal."""
@@ -160,6 +261,7 @@ def parse_run_request(raw: bytes | bytearray | memoryview | str | Mapping[str, A
         model_name=merged["modelName"],
         source=merged["source"],
         seed=_optional(int, merged["seed"]),
+        release=None if merged["release"] is None else ReleaseOverrides.from_dict(merged["release"]),
     )
 
 
@@ -240,24 +342,34 @@ def _validate(value: Any) -> None:
     if unknown:
         keys = ", ".join(_short(key) for key in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
         raise InvalidRunRequest(f"unknown key{'s' if len(unknown) > 1 else ''} {keys}")
-    order = list(RUN_REQUEST_SCHEMA["properties"])
-    errors = sorted(
-        _validator().iter_errors(value),
-        key=lambda e: (
-            order.index(e.path[0]) if e.path and e.path[0] in order else -1,
-            e.validator != "type",  # a wrong type explains every other complaint about a value
-            str(e.validator),
-        ),
-    )
+    errors = sorted(_validator().iter_errors(value), key=_error_order)
     if errors:
         raise InvalidRunRequest(_describe(errors[0]))
 
 
+def _error_order(error: Any) -> tuple:
+    """Which complaint to report first: by key in schema order (an object's own keys, e.g.
+    "release", before those inside it), then a wrong type first, as it explains every other
+    complaint about a value."""
+    position: list[int] = []
+    schema: Any = RUN_REQUEST_SCHEMA
+    for key in error.path:
+        order = list(schema.get("properties", {})) if isinstance(schema, dict) else []
+        position.append(order.index(key) if key in order else -1)
+        schema = schema["properties"][key] if key in order else {}
+    return (position, error.validator != "type", str(error.validator))
+
+
 def _describe(error: Any) -> str:
-    """One line for one schema violation, naming the key and the rule it breaks."""
-    field = str(error.path[0]) if error.path else "request"
+    """One line for one schema violation, naming the key (dotted, e.g. release.canaryPercent)
+    and the rule it breaks."""
+    field = ".".join(str(key) for key in error.path) if error.path else "request"
     instance = error.instance
     rule = error.validator
+    if rule == "additionalProperties":  # inside an object; the request's own keys are checked first
+        unknown = sorted(key for key in instance if key not in error.schema.get("properties", {}))
+        keys = ", ".join(_short(key) for key in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        return f"{field}: unknown key{'s' if len(unknown) > 1 else ''} {keys}"
     if rule == "type":
         expected = _ARTICLES.get(str(error.validator_value), str(error.validator_value))
         return f"{field}: must be {expected}, got {_json_kind(instance)} {_short(instance)}"
@@ -267,6 +379,8 @@ def _describe(error: Any) -> str:
         return f"{field}: {_short(instance)} is greater than the maximum of {error.validator_value}"
     if rule == "exclusiveMinimum":
         return f"{field}: {_short(instance)} must be greater than {error.validator_value}"
+    if rule == "exclusiveMaximum":
+        return f"{field}: {_short(instance)} must be less than {error.validator_value}"
     if field in _FIELD_RULES:
         return f"{field}: {_short(instance)} {_FIELD_RULES[field]}"
     return f"{field}: {_one_line(error.message)}"

@@ -11,6 +11,7 @@ from events.run_request import (
     RUN_REQUEST_SCHEMA,
     TRAINER_ARGS,
     InvalidRunRequest,
+    ReleaseOverrides,
     RunRequest,
     parse_run_request,
 )
@@ -215,3 +216,124 @@ def test_fuzzed_requests_end_in_a_request_or_a_one_line_reason():
             assert parse_run_request(result.to_json()) == result
             outcomes["valid"] += 1
     assert outcomes["valid"] > 300 and outcomes["invalid"] > 1000
+
+
+# --- release: per-run overrides of the release policy's thresholds ------------------------------
+
+
+def test_release_overrides_are_parsed_flat_and_written_back_nested():
+    request = parse_run_request(
+        '{"release": {"minImprovementOverMean": 0.1, "tolerance": 0, "sliceTolerance": 0.05,'
+        ' "minSliceRows": 50.0, "canaryPercent": 25, "bakeSeconds": 3600,'
+        ' "dataCheck": {"rowsReadTolerance": 2, "droppedShareTolerance": 0.1, "splitShareTolerance": 0.02}}}'
+    )
+    assert request.release == ReleaseOverrides(
+        min_improvement_over_mean=0.1, tolerance=0.0, slice_tolerance=0.05, min_slice_rows=50,
+        canary_percent=25, bake_seconds=3600, rows_read_tolerance=2.0, dropped_share_tolerance=0.1,
+        split_share_tolerance=0.02)
+    assert isinstance(request.release.min_slice_rows, int) and isinstance(request.release.tolerance, float)
+    assert request.to_dict()["release"] == {
+        "minImprovementOverMean": 0.1, "tolerance": 0.0, "sliceTolerance": 0.05, "minSliceRows": 50,
+        "canaryPercent": 25, "bakeSeconds": 3600,
+        "dataCheck": {"rowsReadTolerance": 2.0, "droppedShareTolerance": 0.1, "splitShareTolerance": 0.02}}
+    assert parse_run_request(request.to_json()) == request
+
+
+def test_a_partial_release_sets_only_its_keys():
+    request = parse_run_request({"release": {"dataCheck": {"splitShareTolerance": 0.1}}})
+    assert request.release == ReleaseOverrides(split_share_tolerance=0.1)
+    assert request.release.given() == {"split_share_tolerance": 0.1}
+    assert request.to_dict()["release"] == {"dataCheck": {"splitShareTolerance": 0.1}}
+
+
+@pytest.mark.parametrize("raw", ['{}', '{"release": {}}', '{"release": {"dataCheck": {}}}'])
+def test_no_release_or_an_empty_one_overrides_nothing(raw):
+    request = parse_run_request(raw)
+    assert request.release is None
+    assert "release" not in request.to_dict()
+    assert parse_run_request(request.to_json()) == request == parse_run_request("{}")
+
+
+@pytest.mark.parametrize(
+    "release, expected",
+    [
+        ({"skipGate": True}, "release: unknown key 'skipGate'"),
+        ({"skipGate": True, "force": 1}, "release: unknown keys 'force', 'skipGate'"),
+        ({"dataCheck": {"rowsRead": 1}}, "release.dataCheck: unknown key 'rowsRead'"),
+        ({"canaryPercent": 0}, "release.canaryPercent: 0 is less than the minimum of 1"),
+        ({"canaryPercent": 51}, "release.canaryPercent: 51 is greater than the maximum of 50"),
+        ({"canaryPercent": 10.5}, "release.canaryPercent: must be an integer, got number 10.5"),
+        ({"canaryPercent": "10"}, "release.canaryPercent: must be an integer, got string '10'"),
+        ({"bakeSeconds": 0}, "release.bakeSeconds: 0 is less than the minimum of 1"),
+        ({"bakeSeconds": 86401}, "release.bakeSeconds: 86401 is greater than the maximum of 86400"),
+        ({"minImprovementOverMean": 1}, "release.minImprovementOverMean: 1 must be less than 1"),
+        ({"minImprovementOverMean": -0.01}, "release.minImprovementOverMean: -0.01 is less than the minimum of 0"),
+        ({"tolerance": -0.001}, "release.tolerance: -0.001 is less than the minimum of 0"),
+        ({"tolerance": 1.5}, "release.tolerance: 1.5 is greater than the maximum of 1"),
+        ({"tolerance": True}, "release.tolerance: must be a number, got boolean true"),
+        ({"sliceTolerance": None}, "release.sliceTolerance: must be a number, got null null"),
+        ({"minSliceRows": 0}, "release.minSliceRows: 0 is less than the minimum of 1"),
+        ({"dataCheck": {"rowsReadTolerance": 11}},
+         "release.dataCheck.rowsReadTolerance: 11 is greater than the maximum of 10"),
+        ({"dataCheck": {"droppedShareTolerance": -1}},
+         "release.dataCheck.droppedShareTolerance: -1 is less than the minimum of 0"),
+        ({"dataCheck": {"splitShareTolerance": "wide"}},
+         "release.dataCheck.splitShareTolerance: must be a number, got string 'wide'"),
+        ({"dataCheck": []}, "release.dataCheck: must be a JSON object, got array []"),
+        ([], "release: must be a JSON object, got array []"),
+        ("strict", "release: must be a JSON object, got string 'strict'"),
+        # Several faults: the release object's own keys in schema order, a wrong type first.
+        ({"bakeSeconds": 0, "canaryPercent": 99}, "release.canaryPercent: 99 is greater than the maximum of 50"),
+        ({"dataCheck": {"x": 1}, "tolerance": "a"}, "release.tolerance: must be a number, got string 'a'"),
+    ],
+)
+def test_each_release_rule_has_a_readable_reason(release, expected):
+    assert reason({"release": release}) == expected
+
+
+def test_release_faults_come_after_those_of_earlier_keys():
+    assert reason({"release": {"canaryPercent": 0}, "limit": 0}) == "limit: 0 is less than the minimum of 1"
+
+
+def test_nan_in_release_is_not_json():
+    assert reason('{"release": {"tolerance": NaN}}') == "not JSON: NaN is not a JSON number"
+    assert reason('{"release": {"tolerance": 1e400}}') == "release.tolerance: Infinity is greater than the maximum of 1"
+
+
+def test_release_keys_cover_the_schema_exactly():
+    from events.run_request import RELEASE_KEYS, RELEASE_SCHEMA
+
+    def leaves(schema, prefix=""):
+        for key, sub in schema["properties"].items():
+            if sub.get("type") == "object":
+                assert sub["additionalProperties"] is False
+                yield from leaves(sub, f"{prefix}{key}.")
+            else:
+                yield prefix + key
+
+    assert RELEASE_SCHEMA["additionalProperties"] is False
+    assert sorted(leaves(RELEASE_SCHEMA)) == sorted(RELEASE_KEYS.values())
+    assert set(RELEASE_KEYS) == set(ReleaseOverrides.__dataclass_fields__)
+
+
+def test_fuzzed_release_objects_round_trip_or_give_one_line():
+    rng = random.Random(31337)
+    keys = ["minImprovementOverMean", "tolerance", "sliceTolerance", "minSliceRows", "canaryPercent",
+            "bakeSeconds", "dataCheck", "skipGate"]
+    inner = ["rowsReadTolerance", "droppedShareTolerance", "splitShareTolerance", "other"]
+    valid = 0
+    for _ in range(2000):
+        release = {}
+        for key in rng.sample(keys, rng.randrange(len(keys))):
+            if key == "dataCheck" and rng.random() < 0.8:
+                release[key] = {k: rng.choice([0, 0.05, 1, 11, -1, "x", None]) for k in rng.sample(inner, 2)}
+            else:
+                release[key] = rng.choice([0, 1, 0.5, 0.999, 10, 50, 51, 900, 86400, 86401, -1, True, "1", None, []])
+        try:
+            request = parse_run_request({"release": release})
+        except InvalidRunRequest as err:
+            assert "\n" not in str(err) and len(str(err)) <= 300
+        else:
+            valid += 1
+            assert parse_run_request(request.to_json()) == request
+    assert valid > 50
