@@ -2,11 +2,12 @@
 
 The model is the one the ``train`` benchmark exported in the same invocation, or else one the
 trainer makes quickly on a small sample. It is registered and deployed on a ModelService served
-on 127.0.0.1, as the chain deploys it; ``bench.serve_load`` then sends a bounded load (a count
+on 127.0.0.1, as the chain deploys it: the endpoint forwards to the deployed model's own serving
+container (``python -m model_server``). ``bench.serve_load`` then sends a bounded load (a count
 and a time limit per level) from its own process: one instance per request for latency, 100 per
-request for throughput, at 1, 4 and 16 concurrent clients. The baselines call the same
-SavedModel in this process: the model alone, and the service's predict without HTTP. The
-hypervisor's CPU steal during the 16-client level is reported beside its latency.
+request for throughput, at 1, 4 and 16 concurrent clients. The baselines: the same SavedModel
+called in this process, and the container loaded directly at 16 clients (what the endpoint's hop
+costs). The hypervisor's CPU steal during the 16-client level is reported beside its latency.
 """
 from __future__ import annotations
 
@@ -76,7 +77,9 @@ def run(settings: BenchSettings) -> dict:
     try:
         service.create_endpoint(ENDPOINT, ENDPOINT)
         upload = service.upload_model({"modelId": "babyweight", "model": {
-            "displayName": "babyweight", "artifactUri": model_dir, "containerSpec": {"imageUri": "local"}}})
+            "displayName": "babyweight", "artifactUri": model_dir,
+            "containerSpec": {"imageUri": "mlrelay-server:local", "predictRoute": "/predict",
+                              "healthRoute": "/health"}}})
         version = f"{upload['response']['model']}@{upload['response']['modelVersionId']}"
         operation = service.deploy_model(ENDPOINT, {"deployedModel": {"model": version, "displayName": "bench"},
                                                     "trafficSplit": {"0": 100}})
@@ -89,18 +92,21 @@ def run(settings: BenchSettings) -> dict:
         one = instances_to_columns(INSTANCES[:1], model.input_specs)
         hundred = instances_to_columns([INSTANCES[i % len(INSTANCES)] for i in range(BATCH)], model.input_specs)
         model_call = in_process_figures(lambda: model.predict(one), lambda: model.predict(hundred), count, seconds)
-        body_one = {"instances": INSTANCES[:1]}
-        body_hundred = {"instances": [INSTANCES[i % len(INSTANCES)] for i in range(BATCH)]}
-        service_call = in_process_figures(lambda: service.predict(ENDPOINT, body_one),
-                                          lambda: service.predict(ENDPOINT, body_hundred), count, seconds)
-
         server = ModelServiceServer(service, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.port}/v1/{service.parent}/endpoints/{ENDPOINT}"
+        url = f"http://127.0.0.1:{server.port}/v1/{service.parent}/endpoints/{ENDPOINT}:predict"
         requests, batch_requests, max_seconds = settings.pick((6000, 1000, 10.0), (60, 20, 2.0))
-        load = run_checked(python_command("bench.serve_load", "--url", url, "--clients", ",".join(map(str, CLIENTS)),
-                                          "--instances", f"1,{BATCH}", "--requests", str(requests),
-                                          "--batch-requests", str(batch_requests), "--max-seconds", str(max_seconds)),
-                           timeout_s=len(CLIENTS) * 2 * (max_seconds + 90), what="the load client").json_line()
+
+        def load_on(target: str, clients: tuple[int, ...]) -> dict:
+            return run_checked(python_command(
+                "bench.serve_load", "--url", target, "--clients", ",".join(map(str, clients)),
+                "--instances", f"1,{BATCH}", "--requests", str(requests), "--batch-requests", str(batch_requests),
+                "--max-seconds", str(max_seconds)),
+                timeout_s=len(clients) * 2 * (max_seconds + 90), what="the load client").json_line()
+
+        load = load_on(url, CLIENTS)
+        container = service.serving_url(ENDPOINT, deployed["response"]["deployedModel"]["id"])
+        direct = {level["instances_per_request"]: level
+                  for level in load_on(container, (max(CLIENTS),))["levels"]}
     finally:
         service.close()
         if server is not None:
@@ -111,7 +117,7 @@ def run(settings: BenchSettings) -> dict:
     p99_at_16 = single[str(max(CLIENTS))]["p99_ms"]
     best_batch = max((level["instances_per_s"] or 0) for level in batch.values())
     steal_at_16 = single[str(max(CLIENTS))].get("cpu_steal_pct")
-    failures = sum(level["failures"] for level in levels)
+    failures = sum(level["failures"] for level in [*levels, *direct.values()])
     retries = sum(level["connection_retries"] for level in levels)
     first_reset = next((level["first_connection_error"] for level in levels if level["first_connection_error"]), None)
     return {
@@ -119,7 +125,7 @@ def run(settings: BenchSettings) -> dict:
         "http_single": single,
         "http_batch": batch,
         "in_process_model": model_call,
-        "in_process_service": service_call,
+        "container_direct_16_clients": {"single": direct[1], "batch": direct[BATCH]},
         "failures": failures,
         "connection_retries": retries,
         "first_connection_error": first_reset,
@@ -140,10 +146,12 @@ def table(result: dict) -> str:
         s, b = result["http_single"][clients], result["http_batch"][clients]
         rows.append([f"HTTP, {clients} client(s)", s["p50_ms"], s["p99_ms"], s["requests_per_s"], b["p50_ms"],
                      b["instances_per_s"]])
-    for label, figures in (("in-process model call", result["in_process_model"]),
-                           ("in-process service.predict", result["in_process_service"])):
-        rows.append([label, figures["single"]["p50_ms"], figures["single"]["p99_ms"], None, None,
-                     figures["batch_instances_per_s"]])
+    direct = result["container_direct_16_clients"]
+    rows.append(["its container directly, 16 clients", direct["single"]["p50_ms"], direct["single"]["p99_ms"],
+                 direct["single"]["requests_per_s"], direct["batch"]["p50_ms"], direct["batch"]["instances_per_s"]])
+    model = result["in_process_model"]
+    rows.append(["in-process model call", model["single"]["p50_ms"], model["single"]["p99_ms"], None, None,
+                 model["batch_instances_per_s"]])
     met = result["target_met"]
     return format_table(
         f"serve: local endpoint on 127.0.0.1, load from a second process (model {result['model']})",

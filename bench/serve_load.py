@@ -163,7 +163,7 @@ async def _client(host: str, port: int, request: bytes, expected: int, requests:
 
 async def _level(url: str, instances_per_request: int, clients: int, requests: int, max_seconds: float) -> dict:
     parts = urlsplit(url)
-    request = http_request(parts.hostname, parts.port, parts.path + ":predict", request_body(instances_per_request))
+    request = http_request(parts.hostname, parts.port, parts.path, request_body(instances_per_request))
     start = asyncio.Event()
     ready: list = []
     latencies: list[float] = []
@@ -226,7 +226,7 @@ def _numbers(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_load", description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="the endpoint URL (…/endpoints/ID), on 127.0.0.1")
+    parser.add_argument("--url", required=True, help="the predict URL (…/endpoints/ID:predict, or a container's predict route), on 127.0.0.1")
     parser.add_argument("--clients", type=_numbers, default=[1, 4, 16])
     parser.add_argument("--instances", type=_numbers, default=[1, 100], help="instances per request")
     parser.add_argument("--requests", type=int, default=2000, help="requests per level, at most")

@@ -3,7 +3,7 @@
 The variables are Vertex AI's (https://cloud.google.com/vertex-ai/docs/predictions/custom-container-requirements):
 AIP_HTTP_PORT (default 8080), AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE and AIP_STORAGE_URI. The server
 listens first and loads the model on a thread beside it, so the TCP liveness probe passes at once
-and the health route answers 200 when the model is ready (503 before, and with the reason if the
+and the health route answers 200 when the model is ready (503 before; 500 with the reason if the
 load fails). SIGTERM, which Vertex sends before it stops a node, ends the server cleanly (uvicorn
 finishes the requests in flight) and the process exits 0.
 """
@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
 from model_server.app import ModelServerApp
+from model_server.bodies import DEFAULT_MAX_INSTANCES_PER_REQUEST
 
 DEFAULT_PORT = 8080
 # The routes every uploaded model names (functions/request_bodies.py), which Vertex AI passes back
@@ -70,12 +71,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
     parser = argparse.ArgumentParser(prog="python -m model_server", description=__doc__.split("\n\n")[0])
     # 0.0.0.0: the contract's address; tests bind the loopback address instead.
     parser.add_argument("--host", default="0.0.0.0", help="the address to listen on (default %(default)s)")
+    parser.add_argument("--max-instances", type=int, default=DEFAULT_MAX_INSTANCES_PER_REQUEST,
+                        help="instances one request may hold (default %(default)s); the Model's "
+                             "containerSpec.args can set it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = settings(environ)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.max_instances < 1:
+        parser.error("--max-instances must be at least 1")
     if not config["storage_uri"]:
         parser.error("AIP_STORAGE_URI is not set: it names the model's artifacts")
 
@@ -87,7 +93,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
     sock.bind((args.host, config["port"]))
     sock.listen(LISTEN_BACKLOG)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-predict")
-    app = ModelServerApp(config["health_route"], config["predict_route"], executor)
+    app = ModelServerApp(config["health_route"], config["predict_route"], executor, max_instances=args.max_instances)
     threading.Thread(target=_load, args=(app, config["storage_uri"]), name="model-load", daemon=True).start()
     server = uvicorn.Server(uvicorn.Config(
         app, lifespan="off", access_log=False, log_config=None, log_level="warning", proxy_headers=False,

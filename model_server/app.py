@@ -36,8 +36,9 @@ class ModelServerApp:
     """Serves one model's predictions at ``predict_route`` and its readiness at ``health_route``.
 
     ``predict(instances) -> predictions`` (row-format lists) is set with ``serve()`` once the
-    model is loaded; until then health checks and predictions answer 503 UNAVAILABLE, and
-    ``fail()`` makes them say why the model could not be loaded. Model calls run on
+    model is loaded; until then health checks and predictions answer 503 UNAVAILABLE (wait and
+    retry), and after ``fail()`` 500 INTERNAL with why the model could not be loaded (it never
+    will be: whoever health-checks the container can stop waiting). Model calls run on
     ``model_executor`` (one thread), so the event loop keeps reading requests meanwhile.
     """
 
@@ -52,6 +53,7 @@ class ModelServerApp:
         self._predict: Callable[[list], list] | None = None
         self._batcher: PredictionBatcher | None = None
         self._not_ready = "the model is loading"
+        self._failed = False
 
     @property
     def ready(self) -> bool:
@@ -62,8 +64,9 @@ class ModelServerApp:
         self._predict = predict
 
     def fail(self, reason: str) -> None:
-        """The model could not be loaded: health checks and predictions answer 503 with ``reason``."""
+        """The model could not be loaded: health checks and predictions answer 500 with ``reason``."""
         self._not_ready = reason
+        self._failed = True
 
     async def __call__(self, scope: dict, receive, send) -> None:
         if scope["type"] != "http":
@@ -81,10 +84,13 @@ class ModelServerApp:
         await self._drain(scope, receive, method)
         if path == self.health_route and method in ("GET", "HEAD"):
             if self._predict is None:
-                raise ApiError("UNAVAILABLE", self._not_ready)
+                raise self._not_ready_error()
             return {}
         raise ApiError("NOT_FOUND", f"no method {method} {path}; this server answers "
                                     f"{self.health_route} and {self.predict_route}")
+
+    def _not_ready_error(self) -> ApiError:
+        return ApiError("INTERNAL" if self._failed else "UNAVAILABLE", self._not_ready)
 
     async def _drain(self, scope: dict, receive, method: str) -> None:
         if method in ("POST", "PUT", "PATCH"):
@@ -92,7 +98,7 @@ class ModelServerApp:
 
     async def _run(self, instances: list) -> dict:
         if self._predict is None:
-            raise ApiError("UNAVAILABLE", self._not_ready)
+            raise self._not_ready_error()
         if self._batcher is None:  # made on the event loop it serves
             self._batcher = PredictionBatcher(self._predict, self._executor, self._max_batch_instances)
         return {"predictions": await self._batcher.run(instances)}

@@ -1,14 +1,15 @@
 """Requests that arrive together, run as one model call: the batching TensorFlow Serving does.
 
-Shared by the serving container (``model_server.app``) and the local endpoint
-(``local_cloud.vertex.http``), so that both batch in the same way.
+Shared by the serving container (``model_server.app``, whose model calls run on a thread) and
+the local endpoint (``local_cloud.vertex.http``, whose calls are requests to a serving container,
+awaited on the event loop), so that both batch in the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Union
 
 from model_server.errors import ApiError
 from model_server.row_format import check_prediction_count
@@ -37,9 +38,11 @@ class PredictionBatcher:
     ``predict(instances) -> predictions`` takes and gives row-format lists, so turning JSON
     into tensors and back is done once per batch. A batch the model refuses is retried request
     by request, so one bad request cannot fail the others. Lives on one event loop.
+    Without an executor, ``predict`` is a coroutine function, awaited on that loop.
     """
 
-    def __init__(self, predict: Callable[[list], list], executor: ThreadPoolExecutor,
+    def __init__(self, predict: Union[Callable[[list], list], Callable[[list], Awaitable[list]]],
+                 executor: ThreadPoolExecutor | None,
                  max_batch_instances: int = DEFAULT_MAX_BATCH_INSTANCES):
         self._predict = predict
         self._executor = executor
@@ -66,7 +69,10 @@ class PredictionBatcher:
             while self._queue:
                 batch = self._take_batch()
                 try:
-                    await loop.run_in_executor(self._executor, self._execute, batch)
+                    if self._executor is None:
+                        await self._execute_async(batch)
+                    else:
+                        await loop.run_in_executor(self._executor, self._execute, batch)
                 except asyncio.CancelledError:  # the server is stopping
                     for job in batch:
                         job.future.cancel()
@@ -105,14 +111,40 @@ class PredictionBatcher:
                 predictions = self._predict(joined)
             except Exception:  # retried request by request below, so each gets its own answer
                 predictions = None
-            if isinstance(predictions, list) and len(predictions) == len(joined):
-                start = 0
-                for job in batch:
-                    job.predictions = predictions[start: start + len(job.instances)]
-                    start += len(job.instances)
+            if _split(batch, joined, predictions):
                 return
         for job in batch:
             try:
                 job.predictions = check_prediction_count(self._predict(job.instances), len(job.instances))
             except Exception as exc:  # handed to the request it belongs to
                 job.error = exc
+
+    async def _execute_async(self, batch: list[_BatchJob]) -> None:
+        """``_execute`` for a predict awaited on the loop; requests retried one by one go together."""
+        if len(batch) > 1:
+            joined = [instance for job in batch for instance in job.instances]
+            try:
+                predictions = await self._predict(joined)
+            except Exception:  # retried request by request below, so each gets its own answer
+                predictions = None
+            if _split(batch, joined, predictions):
+                return
+
+        async def alone(job: _BatchJob) -> None:
+            try:
+                job.predictions = check_prediction_count(await self._predict(job.instances), len(job.instances))
+            except Exception as exc:  # handed to the request it belongs to
+                job.error = exc
+
+        await asyncio.gather(*(alone(job) for job in batch))
+
+
+def _split(batch: list[_BatchJob], joined: list, predictions) -> bool:
+    """Hand each request its share of a batch's predictions; False if there is not one per instance."""
+    if not isinstance(predictions, list) or len(predictions) != len(joined):
+        return False
+    start = 0
+    for job in batch:
+        job.predictions = predictions[start: start + len(job.instances)]
+        start += len(job.instances)
+    return True

@@ -43,6 +43,17 @@ async def discard(receive, budget: int) -> None:
 
 async def read_json_body(scope: dict, receive, limit: int, discard_limit: int) -> Any:
     """The request's JSON body ({} when empty); BadBody past `limit` bytes, INVALID_ARGUMENT if not JSON."""
+    raw = await read_body(scope, receive, limit, discard_limit)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise invalid(f"the request body is not valid JSON: {exc}") from None
+
+
+async def read_body(scope: dict, receive, limit: int, discard_limit: int) -> bytes:
+    """The request's body as it came; BadBody past `limit` bytes (read, up to `discard_limit`, first)."""
     declared = None
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -68,13 +79,7 @@ async def read_json_body(scope: dict, receive, limit: int, discard_limit: int) -
         chunks.append(chunk)
         if not message.get("more_body"):
             break
-    raw = b"".join(chunks)
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise invalid(f"the request body is not valid JSON: {exc}") from None
+    return b"".join(chunks)
 
 
 def predict_instances(request: Any, max_instances: int = DEFAULT_MAX_INSTANCES_PER_REQUEST) -> list:

@@ -35,5 +35,19 @@ class ApiError(Exception):
         return {"code": self.rpc_code, "message": self.message}
 
 
+def from_answer(http_status: int, body: bytes) -> ApiError:
+    """The error another server answered with Google's error JSON, as this server's own to pass on."""
+    import json
+
+    try:
+        error = json.loads(body)["error"]
+        status, message = error["status"], str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        status, message = None, body[:500].decode("utf-8", "replace")
+    if status not in _STATUS_CODES:
+        status = next((name for name, (code, _) in _STATUS_CODES.items() if code == http_status), "INTERNAL")
+    return ApiError(status, message)
+
+
 def invalid(message: str) -> ApiError:
     return ApiError("INVALID_ARGUMENT", message)

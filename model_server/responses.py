@@ -16,6 +16,10 @@ from model_server.bodies import BadBody, discard
 from model_server.errors import ApiError
 
 
+class EncodedJson(bytes):
+    """A dispatch's answer already encoded as JSON, sent as it is (a relayed answer)."""
+
+
 async def respond_json(scope: dict, receive, send, dispatch: Callable[[dict, Any], Awaitable[Any]],
                        log: logging.Logger) -> None:
     """Run ``dispatch(scope, receive)`` and send its answer (or its error) as JSON."""
@@ -33,7 +37,7 @@ async def respond_json(scope: dict, receive, send, dispatch: Callable[[dict, Any
         log.exception("%s %s failed", scope.get("method"), scope.get("path"))
         error = ApiError("INTERNAL", f"internal error: {exc}")
         status, body = error.http_status, error.http_body()
-    payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    payload = body if isinstance(body, EncodedJson) else json.dumps(body, separators=(",", ":")).encode("utf-8")
     headers = [(b"content-type", b"application/json; charset=UTF-8"),
                (b"content-length", str(len(payload)).encode("ascii"))]
     if close:

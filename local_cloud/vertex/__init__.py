@@ -11,22 +11,23 @@ What it models:
   * endpoints holding deployed models and a traffic split ("0" in a request's split means the
     model that request deploys);
   * asynchronous deploys: ``deployModel`` answers with an unfinished Operation, a background
-    thread loads the SavedModel's ``serving_default`` signature, then applies the split, ends
-    the Operation and reports it to ``on_operation_done`` (the local cloud turns that into the
-    audit-log entry that ends the deploy). A model that fails to load ends the Operation with
-    an ``error``; the endpoint keeps serving what it served;
-  * predictions in TensorFlow Serving's row format, routed by the traffic split; the row format,
-    the SavedModel in a Session, the batching and the request checks are the serving
-    container's own (``model_server``), so that one copy of that code serves everywhere;
+    thread starts the Model's serving container as its own process (its command, Vertex's
+    AIP_* variables) and health-checks it, then applies the split, ends the Operation and
+    reports it to ``on_operation_done`` (the local cloud turns that into the audit-log entry
+    that ends the deploy). A container that never becomes ready ends the Operation with an
+    ``error``; the endpoint keeps serving what it served;
+  * predictions routed by the traffic split to the chosen deployed model's container, which
+    is the serving image's entry point (``python -m model_server``): the code that serves in
+    the cloud serves here;
   * errors as Google APIs return them: ``{"error": {"code", "message", "status"}}``.
 
 State (models, endpoints, operations, deploys still in progress) is a JSON file under
 ``state_dir``, replaced atomically on every change, so a restart keeps every version and what
-is deployed, reloads the deployed models and finishes deploys that were in progress.
-TensorFlow is imported on the first model load, so starting the service is fast.
+is deployed, starts the deployed models' containers again and finishes deploys that were in
+progress. TensorFlow runs only in the containers, so starting the service is fast.
 
-Modules: ``rest_rules`` (pure REST decisions), ``servables`` (deployed models loaded on first
-use), ``state`` and ``operations`` (what is kept and the long-running Operations), ``resources``
+Modules: ``rest_rules`` (pure REST decisions), ``serving_processes`` (a deployed model's
+container), ``forwarding`` (the hop to it), ``state`` and ``operations`` (what is kept and the long-running Operations), ``resources``
 and ``routing`` (what reads render and predictions see), ``registry`` (ModelService), ``http``
 (the REST front); ``python -m local_cloud.vertex`` runs it on its own.
 """

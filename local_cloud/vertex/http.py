@@ -1,12 +1,16 @@
 """The local Vertex AI's HTTP front: Vertex AI's REST paths, served by uvicorn on 127.0.0.1.
 
-Predictions are the hot path and stay on the event loop: the body is parsed and checked
-there, requests that arrive together go to the model as one call on a worker thread
-(``model_server.batcher.PredictionBatcher``, the serving container's own, as TensorFlow Serving
-batches), and the answer is Vertex's PredictResponse JSON. Bodies are read and limited by the
-serving container's own ``model_server.bodies``. Every other method may block (waiting for an
-operation, reading state under the service's lock), so it runs on a thread pool and never holds
-up a prediction.
+Predictions are the hot path and stay on the event loop: the body is read (within Vertex's
+1.5 MB limit, by the serving container's own ``model_server.bodies``), a deployed model is drawn
+by the traffic split, and the request goes to that model's serving container
+(``local_cloud.vertex.forwarding``), which checks it, batches it and predicts; its predictions
+come back in Vertex's PredictResponse JSON, its refusals as it worded them. A small request of
+the plain form ``{"instances": [...]}`` goes to the container together with the small requests
+that arrive with it (``model_server.batcher``, as one PredictRequest; a refused one is sent again
+alone, so each gets its own answer): the container's HTTP work per request is what limits
+throughput on a small machine, and this keeps the local endpoint as fast as when it predicted
+in-process. Any other body goes to the container as it came. Every other method may block (waiting for an operation, reading state under
+the service's lock), so it runs on a thread pool and never holds up a prediction.
 
 The bodies of models.upload and endpoints.deployModel/undeployModel are held against their
 schemas in Google's discovery document (local_cloud.discovery) on that thread pool, before the
@@ -24,6 +28,7 @@ whether to serve it, and closes the server after the service.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import socket
@@ -35,19 +40,23 @@ from urllib.parse import parse_qs, unquote
 from weakref import WeakKeyDictionary
 
 from local_cloud import discovery
+from local_cloud.vertex.forwarding import ContainerAnswer, Forwarder
 from local_cloud.vertex.rest_rules import ApiError, invalid, parse_duration
-from local_cloud.vertex.routing import predict_response
 from model_server.batcher import PredictionBatcher
-from model_server.bodies import MAX_PREDICT_PAYLOAD_BYTES, read_json_body
-from model_server.responses import respond_json
+from model_server.bodies import MAX_PREDICT_PAYLOAD_BYTES, read_body, read_json_body
+from model_server.errors import from_answer
+from model_server.responses import EncodedJson, respond_json
 
 if TYPE_CHECKING:
     from local_cloud.vertex.registry import ModelService
-    from model_server.model_loading import LoadedModel
+    from local_cloud.vertex.serving_processes import ServingProcess
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# Predict bodies up to this size are parsed here and sent to the container with the others that
+# arrive together; larger ones carry enough instances to be worth their own request.
+COALESCED_BODY_BYTES = 4096
 # A refused body up to this size is read to its end before the answer, so that a client still
 # sending it reads the 400 instead of a reset connection; past it the connection is just closed.
 MAX_DISCARDED_BYTES = 4 * MAX_REQUEST_BYTES
@@ -67,6 +76,7 @@ _ROUTES: list[tuple[str, re.Pattern, str]] = [
         ("POST", r"^endpoints/([^/:]+):predict$", "predict"),  # first: the call made most often
         ("POST", r"^models:upload$", "upload"),
         ("GET", r"^models/([^/:]+):listVersions$", "list_versions"),
+        ("POST", r"^models/([^/:]+):mergeVersionAliases$", "merge_aliases"),
         ("GET", r"^models/([^/:]+)$", "get_model"),
         ("GET", r"^endpoints/([^/:]+)$", "get_endpoint"),
         ("POST", r"^endpoints/([^/:]+):deployModel$", "deploy"),
@@ -82,6 +92,7 @@ _CHECKED_BODIES = {
     "upload": "aiplatform.projects.locations.models.upload",
     "deploy": "aiplatform.projects.locations.endpoints.deployModel",
     "undeploy": "aiplatform.projects.locations.endpoints.undeployModel",
+    "merge_aliases": "aiplatform.projects.locations.models.mergeVersionAliases",
 }
 
 
@@ -96,17 +107,31 @@ def check_body(method_id: str, body: Any) -> None:
 class VertexRestApp:
     """The ASGI application: routes Vertex AI's REST paths to a ModelService."""
 
-    def __init__(self, service: "ModelService", api_executor: ThreadPoolExecutor, model_executor: ThreadPoolExecutor):
+    def __init__(self, service: "ModelService", api_executor: ThreadPoolExecutor):
         self.service = service
         self._api_executor = api_executor
-        self._model_executor = model_executor
         self._prefix = f"/v1/{service.parent}/"
-        self._batchers: "WeakKeyDictionary[LoadedModel, PredictionBatcher]" = WeakKeyDictionary()
+        self._forwarder = Forwarder()
+        self._batchers: "WeakKeyDictionary[ServingProcess, PredictionBatcher]" = WeakKeyDictionary()
 
     async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         await respond_json(scope, receive, send, self._dispatch, log)
+
+    async def _lifespan(self, receive, send) -> None:
+        """The forwarder's connections belong to the server's loop: closed there when it stops."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self._forwarder.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def _read_body(self, scope: dict, receive, limit: int) -> Any:
         return await read_json_body(scope, receive, limit, MAX_DISCARDED_BYTES)
@@ -128,12 +153,12 @@ class VertexRestApp:
                 await self._read_body(scope, receive, MAX_REQUEST_BYTES)
             raise ApiError("NOT_FOUND", f"no method {method} {path}")
         argument = match.group(1) if match.groups() else None
+        if action == "predict":
+            return await self._predict(argument, await read_body(scope, receive, MAX_PREDICT_PAYLOAD_BYTES,
+                                                                 MAX_DISCARDED_BYTES))
         body: Any = None
         if method == "POST":
-            body = await self._read_body(scope, receive, MAX_PREDICT_PAYLOAD_BYTES if action == "predict"
-                                         else MAX_REQUEST_BYTES)
-        if action == "predict":
-            return await self._predict(argument, body)
+            body = await self._read_body(scope, receive, MAX_REQUEST_BYTES)
         query = {key: values[-1] for key, values in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
         call = self._blocking_call(action, argument, body, query)
         return await asyncio.get_running_loop().run_in_executor(self._api_executor, call)
@@ -154,6 +179,8 @@ class VertexRestApp:
         service = self.service
         if action == "upload":
             return lambda: service.upload_model(body)
+        if action == "merge_aliases":
+            return lambda: service.merge_version_aliases(argument, body)
         if action == "list_versions":
             return lambda: service.list_model_versions(argument, query.get("filter", ""))
         if action == "get_model":
@@ -173,16 +200,48 @@ class VertexRestApp:
             return lambda: service.wait_operation(argument, seconds)
         raise ApiError("NOT_FOUND", f"no method for {action}")
 
-    async def _predict(self, endpoint_id: str, request: Any) -> dict:
-        route = self.service.predict_route(endpoint_id, request)
-        model = route.servable.loaded
-        if model is None:  # a restart serves a deployed model it has not loaded yet: load it off the loop
-            model = await asyncio.get_running_loop().run_in_executor(
-                self._api_executor, route.servable.get, route.deployed_model_id)
-        batcher = self._batchers.get(model)
+    async def _predict(self, endpoint_id: str, body: bytes) -> EncodedJson:
+        route = self.service.predict_route(endpoint_id)
+        server = route.server
+        if not server.ready:  # after a restart, a deployed model's container may still be starting
+            await asyncio.get_running_loop().run_in_executor(self._api_executor, self._wait_ready, route)
+        instances = _plain_instances(body) if len(body) <= COALESCED_BODY_BYTES else None
+        try:
+            if instances is None:
+                return EncodedJson(await self._forwarder.relay(
+                    "127.0.0.1", server.port, server.predict_route, body, route.fields))
+            predictions = await self._batcher(server).run(instances)
+        except ContainerAnswer as answer:
+            raise from_answer(answer.status, answer.body) from None
+        encoded = json.dumps({"predictions": predictions}, separators=(",", ":")).encode("utf-8")
+        return EncodedJson(encoded[:-1] + route.fields + b"}")
+
+    def _batcher(self, server: "ServingProcess") -> PredictionBatcher:
+        batcher = self._batchers.get(server)
         if batcher is None:
-            batcher = self._batchers[model] = PredictionBatcher(model.predict_instances, self._model_executor)
-        return predict_response(route, await batcher.run(request["instances"]))
+            forwarder, port, path = self._forwarder, server.port, server.predict_route
+            batcher = self._batchers[server] = PredictionBatcher(
+                lambda instances: forwarder.predictions("127.0.0.1", port, path, instances), None)
+        return batcher
+
+    @staticmethod
+    def _wait_ready(route) -> None:
+        try:
+            route.server.wait_ready()
+        except Exception as exc:  # ServingStartFailed: say so, as Vertex answers for a model not serving
+            raise ApiError("UNAVAILABLE", f"deployed model {route.deployed_model_id} is not serving: {exc}") from None
+
+
+def _plain_instances(body: bytes) -> list | None:
+    """The instances of a body that is exactly {"instances": [non-empty list]}, else None (sent as it came)."""
+    try:
+        request = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(request, dict) or len(request) != 1:
+        return None
+    instances = request.get("instances")
+    return instances if isinstance(instances, list) and instances else None
 
 
 class ModelServiceServer:
@@ -204,11 +263,10 @@ class ModelServiceServer:
         self._socket.listen(LISTEN_BACKLOG)
         self.port: int = self._socket.getsockname()[1]
         self._api_executor = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="model-service-api")
-        self._model_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-predict")
-        app = VertexRestApp(service, self._api_executor, self._model_executor)
+        app = VertexRestApp(service, self._api_executor)
         config = uvicorn.Config(
             # log_config=None: leave the process's logging as it is (uvicorn's loggers propagate).
-            app, lifespan="off", access_log=False, log_config=None, log_level="warning", proxy_headers=False,
+            app, lifespan="on", access_log=False, log_config=None, log_level="warning", proxy_headers=False,
             server_header=False, date_header=False, backlog=LISTEN_BACKLOG, timeout_keep_alive=KEEP_ALIVE_S,
             timeout_graceful_shutdown=2,
         )
@@ -230,4 +288,3 @@ class ModelServiceServer:
         self._thread.join(timeout=10)
         self._socket.close()
         self._api_executor.shutdown(wait=False, cancel_futures=True)
-        self._model_executor.shutdown(wait=False, cancel_futures=True)

@@ -2,9 +2,11 @@
 
 Methods take and return the REST resources' JSON, so the HTTP front (``local_cloud.vertex.http``)
 only routes paths to them. A deploy is asynchronous: ``deploy_model`` answers with an unfinished
-Operation, a background thread loads the SavedModel, then applies the traffic split, ends the
-Operation and reports it to ``on_operation_done``. A model that fails to load ends the Operation
-with an ``error``; the endpoint keeps serving what it served.
+Operation; a background thread starts the Model's serving container as its own process
+(``local_cloud.vertex.serving_processes``) and health-checks it, then applies the traffic split,
+ends the Operation and reports it to ``on_operation_done``. A container that never becomes ready
+ends the Operation with an ``error``; the endpoint keeps serving what it served. Undeploying stops
+the container; a restart starts one for every model the state has deployed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from local_cloud.vertex.rest_rules import (
     format_timestamp,
     invalid,
     labels_match,
+    merge_version_aliases,
     parse_deploy_request,
     parse_label_filter,
     parse_model_reference,
@@ -37,11 +40,16 @@ from local_cloud.vertex.rest_rules import (
     validate_model_id,
     validate_model_spec,
 )
-from local_cloud.vertex.routing import Route, RoutingTable, choose_route, predict_response, routing_table
-from local_cloud.vertex.servables import Servable
+from local_cloud.vertex.routing import Route, RoutingTable, choose_route, routing_table
+from local_cloud.vertex.serving_processes import (
+    ServingProcess,
+    ServingStartFailed,
+    container_environment,
+    container_program,
+    free_port,
+)
 from local_cloud.vertex.state import STATE_FILE_NAME, next_id, read_state, write_state
-from model_server.model_loading import LoadedModel, load_saved_model, local_artifact_path
-from model_server.bodies import DEFAULT_MAX_INSTANCES_PER_REQUEST
+from model_server.model_loading import local_artifact_path
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +76,8 @@ class ModelService:
         *,
         on_operation_done: Callable[[dict], None] | None = None,
         rng: random.Random | None = None,
-        max_instances_per_request: int = DEFAULT_MAX_INSTANCES_PER_REQUEST,
         resolve_artifact_path: Callable[[str], str] = local_artifact_path,
     ):
-        if max_instances_per_request < 1:
-            raise ValueError("max_instances_per_request must be at least 1")
         self.project = project
         self.location = location
         self.parent = f"projects/{project}/locations/{location}"
@@ -80,22 +85,22 @@ class ModelService:
         self._state_path.parent.mkdir(parents=True, exist_ok=True)
         self._on_operation_done = on_operation_done
         self._rng = rng or random.Random()
-        self._max_instances = max_instances_per_request
         self._resolve_artifact_path = resolve_artifact_path
         self._lock = threading.RLock()
         self._deployer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-deploy")
-        self._servables: dict[str, Servable] = {}
+        self._serving_dir = Path(state_dir) / "serving"
+        self._servers: dict[str, ServingProcess] = {}
+        self._starting: set[ServingProcess] = set()  # deploys' servers not yet ready, stopped by close()
         self._routing: dict[str, RoutingTable] = {}
+        self._closed = False
         self._state = read_state(self._state_path)
         self._operations = Operations(self._state, self._lock)
-        for endpoint in self._state["endpoints"].values():
-            for deployed in endpoint["deployedModels"]:
-                self._servables[deployed["id"]] = Servable(deployed["artifactUri"], self._load)
         with self._lock:
-            for endpoint_id in self._state["endpoints"]:
+            for endpoint_id, endpoint in self._state["endpoints"].items():
+                for deployed in endpoint["deployedModels"]:
+                    self._servers[deployed["id"]] = self._start_server(
+                        endpoint_id, deployed, self._container_spec(deployed))
                 self._refresh_routing(endpoint_id)
-        if self._servables:
-            self._deployer.submit(self._preload)
         for operation_id in sorted(self._state["pendingDeploys"], key=int):
             self._deployer.submit(self._run_deploy, operation_id)
 
@@ -104,15 +109,20 @@ class ModelService:
     def _save(self) -> None:
         write_state(self._state_path, self._state)
 
-    def _load(self, artifact_uri: str) -> LoadedModel:
-        return load_saved_model(artifact_uri, self._resolve_artifact_path)
+    def _container_spec(self, deployed: Mapping[str, Any]) -> dict:
+        """The deployed version's containerSpec (read under the lock)."""
+        version = resolve_version(self._state["models"][deployed["modelId"]]["versions"], deployed["modelVersionId"])
+        return json.loads(json.dumps(version.get("containerSpec") or {}))
 
-    def _preload(self) -> None:
-        for deployed_id, servable in list(self._servables.items()):
-            try:
-                servable.get(deployed_id)
-            except ApiError as exc:
-                log.warning("%s", exc.message)
+    def _start_server(self, endpoint_id: str, deployed: Mapping[str, Any], container: Mapping) -> ServingProcess:
+        """Start a deployed model's serving container (it becomes ready in the background)."""
+        machine = deployed.get("resources", {}).get("dedicatedResources", {}).get("machineSpec", {})
+        env = container_environment(
+            container, port=free_port(), storage_uri=self._resolve_artifact_path(deployed["artifactUri"]),
+            endpoint_id=endpoint_id, deployed_model_id=deployed["id"], project=self.project,
+            machine_type=machine.get("machineType", ""))
+        return ServingProcess(deployed["id"], container_program(container), env,
+                              self._serving_dir / f"{deployed['id']}.log")
 
     # -- names ------------------------------------------------------------------------------
 
@@ -220,6 +230,28 @@ class ModelService:
             self._save()
         return done
 
+    def merge_version_aliases(self, model: str, request: Any) -> dict:
+        """POST models/{model}@{version}:mergeVersionAliases -> the Model version, its aliases merged."""
+        model_id, _, ref = model.rpartition("/")[2].partition("@")
+        if not ref:
+            raise invalid(f"name {model!r} must name a version explicitly (models/MODEL@VERSION)")
+        if not isinstance(request, Mapping):
+            raise invalid("the request body must be a JSON object (MergeVersionAliasesRequest)")
+        with self._lock:
+            entry = self._model_entry(model_id)
+            version = resolve_version(entry["versions"], ref)
+            if version is None:
+                raise ApiError("NOT_FOUND", f"model {self.model_name(model_id)} has no version {ref!r}")
+            merged = merge_version_aliases(entry["versions"], version["versionId"], request.get("versionAliases"))
+            now = format_timestamp(time.time())
+            for older in entry["versions"]:
+                if older["versionAliases"] != merged[older["versionId"]]:
+                    older["versionAliases"] = merged[older["versionId"]]
+                    older["versionUpdateTime"] = now
+            entry["updateTime"] = now
+            self._save()
+            return model_resource(self.parent, self._state, model_id, version)
+
     def get_model(self, model: str) -> dict:
         """GET models/{model}[@version]: one version of a model, the default one when none is named."""
         model_id, _, ref = model.rpartition("/")[2].partition("@")
@@ -271,7 +303,7 @@ class ModelService:
     def _refresh_routing(self, endpoint_id: str) -> None:
         """Publish what predictions on an endpoint see (called under the lock after a change)."""
         self._routing[endpoint_id] = routing_table(
-            self._state["endpoints"][endpoint_id], self._state["models"], self._servables, self.model_name
+            self._state["endpoints"][endpoint_id], self._state["models"], self._servers, self.model_name
         )
 
     # -- deploy / undeploy ------------------------------------------------------------------
@@ -328,23 +360,39 @@ class ModelService:
             operation = self._state["operations"][operation_id]
             operation["metadata"]["deploymentStage"] = "STARTING_MODEL_SERVER"
             operation["metadata"]["genericMetadata"]["updateTime"] = format_timestamp(time.time())
-        deployed = pending["deployedModel"]
-        try:
-            loaded = self._load(deployed["artifactUri"])
-        except Exception as exc:  # the deployment fails; the service and the endpoint carry on
-            log.warning("deploying %s failed: %s", operation["name"], exc)
-            error = invalid(
-                f"Model server never became ready: the model at {deployed['artifactUri']} could not be loaded: {exc}"
-            )
-            self._end_deploy(operation_id, error=error)
+            if self._closed:
+                return  # the deploy resumes at the next start
+            deployed = json.loads(json.dumps(pending["deployedModel"]))
+            container = self._container_spec(deployed)
+        server = self._start_server(pending["endpointId"], deployed, container)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._starting.add(server)
+        if closed:
+            server.stop()
             return
-        self._end_deploy(operation_id, loaded=loaded)
+        try:
+            server.wait_ready()
+        except ServingStartFailed as exc:  # the deployment fails; the service and the endpoint carry on
+            server.stop()
+            if self._closed:
+                return
+            log.warning("deploying %s failed: %s", operation["name"], exc)
+            self._end_deploy(operation_id, error=invalid(f"Model server never became ready: {exc}"))
+            return
+        self._end_deploy(operation_id, server=server)
 
     def _end_deploy(
-        self, operation_id: str, *, loaded: LoadedModel | None = None, error: ApiError | None = None
+        self, operation_id: str, *, server: ServingProcess | None = None, error: ApiError | None = None
     ) -> None:
-        """Apply a loaded model and its traffic split, or record the failure; end the Operation."""
+        """Route traffic to a ready server, or record the failure; end the Operation."""
         with self._lock:
+            self._starting.discard(server)
+            if self._closed:
+                if server is not None:
+                    server.stop()
+                return  # the deploy resumes at the next start
             pending = self._state["pendingDeploys"][operation_id]
             operation = self._state["operations"][operation_id]
             deployed = dict(pending["deployedModel"])
@@ -371,7 +419,7 @@ class ModelService:
                 if split is not None:
                     endpoint["trafficSplit"] = split
                 endpoint["updateTime"] = now
-                self._servables[deployed["id"]] = Servable(deployed["artifactUri"], self._load, loaded)
+                self._servers[deployed["id"]] = server
                 self._refresh_routing(endpoint_id)
                 deployed_json = next(
                     d for d in self._endpoint_json(endpoint_id)["deployedModels"] if d["id"] == deployed["id"]
@@ -381,6 +429,8 @@ class ModelService:
             del self._state["pendingDeploys"][operation_id]
             done = self._operations.finish(operation, response=response, error=error)
             self._save()
+        if response is None and server is not None:
+            server.stop()
         self._report(done)
 
     def undeploy_model(self, endpoint_id: str, request: Mapping[str, Any]) -> dict:
@@ -404,41 +454,46 @@ class ModelService:
             endpoint["deployedModels"] = [d for d in endpoint["deployedModels"] if d["id"] != deployed_model_id]
             endpoint["trafficSplit"] = split
             endpoint["updateTime"] = format_timestamp(time.time())
-            self._servables.pop(deployed_model_id, None)
+            server = self._servers.pop(deployed_model_id, None)
             self._refresh_routing(endpoint_id)
             operation = self._operations.start(self.endpoint_name(endpoint_id), "UndeployModelOperationMetadata")
             done = self._operations.finish(operation, response={"@type": TYPE_URL_PREFIX + "UndeployModelResponse"})
             self._save()
+        if server is not None:  # no traffic reaches it any more: stop it, requests in flight finish
+            server.stop()
         return done
 
     # -- predict ----------------------------------------------------------------------------
 
-    def predict(self, endpoint_id: str, request: Any) -> dict:
-        """POST endpoints/{endpoint}:predict: route by the traffic split, answer in Vertex's JSON.
-
-        This is the call without HTTP; the HTTP front takes the same steps and makes one model
-        call of the requests that arrive together.
-        """
-        route = self.predict_route(endpoint_id, request)
-        model = route.servable.get(route.deployed_model_id)
-        return predict_response(route, model.predict_instances(request["instances"]))
-
-    def predict_route(self, endpoint_id: str, request: Any) -> Route:
-        """The deployed model a predict request goes to, once the request's shape is checked."""
+    def predict_route(self, endpoint_id: str) -> Route:
+        """The deployed model a predict request goes to, drawn by the endpoint's traffic split."""
         table = self._routing.get(endpoint_id)
         if table is None:
             raise ApiError("NOT_FOUND", f"endpoint {self.endpoint_name(endpoint_id)} does not exist")
-        return choose_route(table, request, endpoint_name=self.endpoint_name(endpoint_id),
-                            max_instances=self._max_instances, draw=self._rng.random)
+        return choose_route(table, endpoint_name=self.endpoint_name(endpoint_id), draw=self._rng.random)
+
+    def serving_url(self, endpoint_id: str, deployed_model_id: str) -> str:
+        """The predict URL of a deployed model's container: local only (Vertex exposes no such
+        address), for measuring what the endpoint's hop costs and for tests."""
+        route = self._routing[endpoint_id].routes.get(deployed_model_id)
+        if route is None:
+            raise ApiError("NOT_FOUND", f"endpoint {endpoint_id} has no deployed model {deployed_model_id}")
+        return route.server.predict_url
 
     # -- life cycle --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop: waits end at once, a deploy in progress finishes, queued ones resume at the next start.
+        """Stop: waits end at once, every serving container stops, unfinished deploys resume at the next start.
 
         A server of the HTTP front is closed by whoever started it, after the service.
         """
+        with self._lock:
+            self._closed = True
+            servers = [*self._servers.values(), *self._starting]
+            self._servers.clear()
         self._operations.close()
+        for server in servers:
+            server.stop()
         self._deployer.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> "ModelService":

@@ -74,14 +74,49 @@ def assign_version_aliases(
 ) -> tuple[list[str], dict[str, list[str]]]:
     """Aliases for a new version and what remains on the older ones.
 
-    The newest version becomes the default one, and an alias names one version at a time, so
-    the new version takes "default" and any alias it asks for from the versions that held them.
+    A model's first version gets "default" (https://cloud.google.com/vertex-ai/docs/model-registry/model-alias:
+    "the first version automatically gets assigned the default alias"); a later one only the
+    aliases it asks for, each taken from the version that held it (an alias names one version).
     Returns (the new version's aliases, {older versionId: its remaining aliases}).
     """
-    new_aliases = [DEFAULT_VERSION_ALIAS] + [a for a in requested if a != DEFAULT_VERSION_ALIAS]
+    new_aliases = list(dict.fromkeys(requested))
+    if not versions and DEFAULT_VERSION_ALIAS not in new_aliases:
+        new_aliases.insert(0, DEFAULT_VERSION_ALIAS)
     taken = set(new_aliases)
     remaining = {v["versionId"]: [a for a in v.get("versionAliases", ()) if a not in taken] for v in versions}
     return new_aliases, remaining
+
+
+def merge_version_aliases(
+    versions: Sequence[Mapping[str, Any]], version_id: str, requested: Any
+) -> dict[str, list[str]]:
+    """Every version's aliases after models.mergeVersionAliases on ``version_id``.
+
+    Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models/mergeVersionAliases
+    ("-name" removes an alias; an alias added here leaves the version that held it). "default"
+    must sit on one version at all times, so it can be moved but not removed.
+    """
+    if not isinstance(requested, list) or not requested:
+        raise invalid("versionAliases is required: a non-empty list of aliases, '-alias' to remove one")
+    added, removed = [], []
+    for alias in requested:
+        name = alias[1:] if isinstance(alias, str) and alias.startswith("-") else alias
+        if not isinstance(name, str) or not _VERSION_ALIAS_RE.match(name):
+            raise invalid(f"version alias {alias!r} must match [a-z][a-zA-Z0-9-]{{0,126}}[a-z0-9], "
+                          "with '-' in front to remove it")
+        (removed if alias.startswith("-") else added).append(name)
+    both = set(added) & set(removed)  # the reference: adding and removing one alias cancel out
+    added = [a for a in added if a not in both]
+    removed = [a for a in removed if a not in both]
+    if DEFAULT_VERSION_ALIAS in removed:
+        raise invalid("the default alias cannot be removed, only moved to another version")
+    result = {}
+    for version in versions:
+        aliases = [a for a in version.get("versionAliases", ()) if a not in added]
+        if version["versionId"] == version_id:
+            aliases = [a for a in aliases if a not in removed] + list(dict.fromkeys(added))
+        result[version["versionId"]] = aliases
+    return result
 
 
 def resolve_traffic_split(

@@ -1,19 +1,19 @@
 """What predictions see of an endpoint, read without the service's lock.
 
 Every change to an endpoint (a deploy ending, an undeploy, a restart) publishes a new routing
-table; a prediction reads the table, checks the request's shape, draws a deployed model by the
-traffic split and answers with Vertex AI's PredictResponse. None of it waits for a deploy or a
-state write in progress.
+table; a prediction reads the table, draws a deployed model by the traffic split, goes to that
+model's serving container, and answers with Vertex AI's PredictResponse. None of it waits for a
+deploy or a state write in progress.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from local_cloud.vertex.rest_rules import ApiError, choose_deployed_model, resolve_version
-from local_cloud.vertex.servables import Servable
-from model_server.bodies import predict_instances
+from local_cloud.vertex.serving_processes import ServingProcess
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class Route:
     model_name: str
     model_version_id: str
     model_display_name: str
-    servable: Servable
+    server: ServingProcess
+    fields: bytes = field(default=b"", compare=False)  # response_fields(), made once per route
 
 
 @dataclass(frozen=True)
@@ -36,31 +37,29 @@ class RoutingTable:
 def routing_table(
     endpoint: Mapping[str, Any],
     models: Mapping[str, Any],
-    servables: Mapping[str, Servable],
+    servers: Mapping[str, ServingProcess],
     model_name: Callable[[str], str],
 ) -> RoutingTable:
     """The table for an endpoint of the state, its deployed models resolved against ``models``."""
     routes = {}
     for deployed in endpoint["deployedModels"]:
         version = resolve_version(models[deployed["modelId"]]["versions"], deployed["modelVersionId"])
-        routes[deployed["id"]] = Route(
+        route = Route(
             deployed_model_id=deployed["id"],
             model_name=model_name(deployed["modelId"]),
             model_version_id=deployed["modelVersionId"],
             model_display_name=version["displayName"],
-            servable=servables[deployed["id"]],
+            server=servers[deployed["id"]],
         )
+        routes[deployed["id"]] = replace(route, fields=response_fields(route))
     return RoutingTable(traffic_split=dict(endpoint["trafficSplit"]), routes=routes)
 
 
-def choose_route(
-    table: RoutingTable, request: Any, *, endpoint_name: str, max_instances: int, draw: Callable[[], float]
-) -> Route:
-    """The deployed model a predict request goes to, once the request's shape is checked.
+def choose_route(table: RoutingTable, *, endpoint_name: str, draw: Callable[[], float]) -> Route:
+    """The deployed model a predict request goes to (its body is the serving container's to check).
 
     ``draw`` gives a uniform number in [0, 1) and is called only for a request that is served.
     """
-    predict_instances(request, max_instances)
     if not any(percent > 0 for percent in table.traffic_split.values()):
         raise ApiError(
             "FAILED_PRECONDITION",
@@ -70,12 +69,13 @@ def choose_route(
     return table.routes[choose_deployed_model(table.traffic_split, draw())]
 
 
-def predict_response(route: Route, predictions: list) -> dict:
-    """Vertex AI's PredictResponse for a request's predictions."""
-    return {
-        "predictions": predictions,
+def response_fields(route: Route) -> bytes:
+    """What Vertex AI's PredictResponse adds to a container's predictions, as JSON members
+    (`,"deployedModelId":...`) to append to the container's object."""
+    fields = {
         "deployedModelId": route.deployed_model_id,
         "model": route.model_name,
         "modelVersionId": route.model_version_id,
         "modelDisplayName": route.model_display_name,
     }
+    return b"," + json.dumps(fields, separators=(",", ":")).encode("utf-8")[1:-1]

@@ -341,6 +341,8 @@ def test_serve_benchmark_loads_the_endpoint_from_another_process(quick):
         assert _positive(batch["instances_per_s"])
     assert _positive(result["in_process_model"]["batch_instances_per_s"])
     assert 0 < result["in_process_model"]["single"]["p50_ms"] < 1000
+    direct = result["container_direct_16_clients"]
+    assert direct["single"]["requests"] > 0 and _positive(direct["batch"]["instances_per_s"])
     assert set(result["target_met"]) == {"p99", "throughput"}
     steal = result["cpu_steal_pct_16_clients"]
     assert steal is None or 0 <= steal <= 100

@@ -71,9 +71,9 @@ def test_a_model_that_cannot_load_keeps_health_failing_with_the_reason(start_mod
     server = start_model_server(str(tmp_path / "no-such-model"), ready=False)
     wait_until(lambda: "could not be loaded" in server.log(), 120, "the load failure in the server's log")
     status, answer, _ = server.call("GET", HEALTH_ROUTE)
-    assert status == 503 and "no SavedModel directory" in answer["error"]["message"]
+    assert status == 500 and "no SavedModel directory" in answer["error"]["message"]
     status, answer = server.predict([BABY])
-    assert status == 503 and answer["error"]["status"] == "UNAVAILABLE"
+    assert status == 500 and answer["error"]["status"] == "INTERNAL"
     assert server.stop() == 0
 
 

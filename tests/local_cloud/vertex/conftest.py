@@ -17,7 +17,8 @@ from local_cloud.vertex.registry import ModelService
 
 PROJECT, LOCATION = "local-project", "us-central1"
 PARENT = f"projects/{PROJECT}/locations/{LOCATION}"
-IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+# mlrelay's serving image: without a containerSpec.command the local endpoint runs its entry point.
+IMAGE = "mlrelay-server:local"
 BABY = {"is_male": "True", "mother_age": 26.0, "plurality": "Single(1)", "gestation_weeks": 39.5}
 TWIN_GIRL = {"is_male": "False", "mother_age": 31, "plurality": "Twins(2)", "gestation_weeks": 35.0}
 

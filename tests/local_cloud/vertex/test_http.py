@@ -20,17 +20,18 @@ from local_cloud.vertex.http import ModelServiceServer
 from local_cloud.vertex.registry import ModelService
 from local_cloud.vertex.rest_rules import ApiError
 from model_server.batcher import PredictionBatcher
-from tests.local_cloud.vertex.conftest import BABY, PARENT, TWIN_GIRL, Rest, deployed_version, weight_v1
+from tests.local_cloud.vertex.conftest import BABY, IMAGE, PARENT, TWIN_GIRL, Rest, deployed_version, weight_v1
 
 
 # --- bad input -------------------------------------------------------------------------------
 
 
 def test_bad_predict_requests_get_400_with_google_error_json(service_factory, saved_models):
-    service, rest = service_factory(max_instances_per_request=5)
+    service, rest = service_factory()
     service.create_endpoint("babyweight", "babyweight")
     service.create_endpoint("empty", "empty")
-    rest.upload(saved_models["v1"], modelId="babyweight")
+    rest.upload(saved_models["v1"], modelId="babyweight",
+                model={"containerSpec": {"imageUri": IMAGE, "args": ["--max-instances", "5"]}})
     deployed_version(rest, "babyweight", f"{PARENT}/models/babyweight", {"0": 100})
     path = "endpoints/babyweight:predict"
     bad_requests = {
@@ -322,3 +323,26 @@ def test_a_model_that_answers_the_wrong_number_of_rows_fails_only_its_own_reques
     assert first == [2, 3] and last == [4]
     assert isinstance(refused, ApiError) and refused.status == "FAILED_PRECONDITION"
     assert refused.message == "the model answered 0 predictions for 1 instances"
+
+
+def test_an_awaited_predict_batches_alike_and_a_refused_batch_is_answered_request_by_request():
+    calls: list[list] = []
+
+    async def container(instances):
+        calls.append(list(instances))
+        await asyncio.sleep(0.01)
+        if "bad" in instances:
+            raise ApiError("INVALID_ARGUMENT", f"instances[{instances.index('bad')}] is bad")
+        return [f"p{x}" for x in instances]
+
+    async def scenario() -> list:
+        batcher = PredictionBatcher(container, None)
+        first = batcher.run([0])
+        rest = [batcher.run([1, 2]), batcher.run(["bad"]), batcher.run([3])]
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    first, both, refused, last = asyncio.run(scenario())
+    assert first == ["p0"] and both == ["p1", "p2"] and last == ["p3"]
+    assert isinstance(refused, ApiError) and refused.message == "instances[0] is bad"  # its own index
+    # one call for all that arrived together, refused; then each request alone, awaited together
+    assert calls[0] == [0, 1, 2, "bad", 3] and sorted(map(str, calls[1:])) == ["['bad']", "[0]", "[1, 2]", "[3]"]

@@ -35,9 +35,18 @@ def test_upload_creates_version_1_and_parent_model_adds_version_2(service_factor
     assert second["response"]["modelVersionId"] == "2"
 
     versions = rest.ok("GET", "models/babyweight:listVersions")["models"]
-    assert [(v["versionId"], v["versionAliases"]) for v in versions] == [("1", []), ("2", ["default"])]
+    # the first version is the default one until an alias merge moves it (the champion's, in mlrelay)
+    assert [(v["versionId"], v["versionAliases"]) for v in versions] == [("1", ["default"]), ("2", [])]
+    assert rest.ok("GET", "models/babyweight")["artifactUri"] == saved_models["v1"]
+    moved = rest.ok("POST", "models/babyweight@2:mergeVersionAliases", {"versionAliases": ["default", "champion"]})
+    assert moved["versionId"] == "2" and sorted(moved["versionAliases"]) == ["champion", "default"]
     assert rest.ok("GET", "models/babyweight")["artifactUri"] == saved_models["v2"]
+    assert rest.ok("GET", "models/babyweight@champion")["versionId"] == "2"
     assert rest.ok("GET", "models/babyweight@1")["artifactUri"] == saved_models["v1"]
+    status, error = rest.call("POST", "models/babyweight@1:mergeVersionAliases", {"versionAliases": ["-default"]})
+    assert status == 400 and "cannot be removed" in error["error"]["message"]
+    status, error = rest.call("POST", "models/babyweight:mergeVersionAliases", {"versionAliases": ["x1"]})
+    assert status == 400 and "explicitly" in error["error"]["message"]
     only_r1 = rest.ok("GET", 'models/babyweight:listVersions?filter=labels.run_id%3D%22r1%22')["models"]
     assert [v["versionId"] for v in only_r1] == ["1"]
 
@@ -164,12 +173,11 @@ def test_deploy_requests_the_api_refuses_at_once(service_factory, saved_models):
 
 
 def test_closing_the_service_ends_a_wait_for_an_operation(service_factory, saved_models, tmp_path):
-    service, rest = service_factory()
+    gate = threading.Event()
+    # a deploy that takes its time
+    service, rest = service_factory(resolve_artifact_path=lambda uri: (gate.wait(30), uri)[1])
     service.create_endpoint("babyweight", "babyweight")
     rest.upload(saved_models["v1"], modelId="babyweight")
-    gate = threading.Event()
-    original = service._load
-    service._load = lambda uri: (gate.wait(30), original(uri))[1]  # a deploy that takes its time
     started = rest.deploy("babyweight", f"{PARENT}/models/babyweight", {"0": 100})
     waited: list[dict] = []
     waiter = threading.Thread(target=lambda: waited.append(rest.wait(started)))

@@ -11,6 +11,7 @@ from local_cloud.vertex.rest_rules import (
     ApiError,
     assign_version_aliases,
     choose_deployed_model,
+    merge_version_aliases,
     parse_label_filter,
     parse_model_reference,
     resolve_traffic_split,
@@ -60,8 +61,24 @@ def test_model_references_and_version_aliases():
     assert parse_model_reference(f"{PARENT}/models/babyweight", PROJECT, LOCATION) == ("babyweight", None)
     with pytest.raises(ApiError, match="must be named"):
         parse_model_reference("projects/other/locations/us-central1/models/m", PROJECT, LOCATION)
+    assert assign_version_aliases([], []) == (["default"], {})  # the first version is the default one
     versions = [{"versionId": "1", "versionAliases": ["gold"]}, {"versionId": "2", "versionAliases": ["default"]}]
-    assert assign_version_aliases(versions, ["gold"]) == (["default", "gold"], {"1": [], "2": []})
+    assert assign_version_aliases(versions, ["gold"]) == (["gold"], {"1": [], "2": ["default"]})
+    assert assign_version_aliases(versions, ["default"]) == (["default"], {"1": ["gold"], "2": []})
+
+
+def test_merging_version_aliases_moves_them_and_keeps_default_on_one_version():
+    versions = [{"versionId": "1", "versionAliases": ["default", "champion"]}, {"versionId": "2", "versionAliases": []},
+                {"versionId": "3", "versionAliases": ["gold"]}]
+    assert merge_version_aliases(versions, "2", ["champion", "default"]) == {
+        "1": [], "2": ["champion", "default"], "3": ["gold"]}
+    assert merge_version_aliases(versions, "3", ["-gold"]) == {"1": ["default", "champion"], "2": [], "3": []}
+    # adding and removing one alias in a request cancel out, as the reference says
+    assert merge_version_aliases(versions, "3", ["-gold", "gold"])["3"] == ["gold"]
+    for bad, phrase in ((["-default"], "cannot be removed"), ([], "required"), (["Bad"], "must match"),
+                        ("champion", "required"), ([7], "must match")):
+        with pytest.raises(ApiError, match=phrase):
+            merge_version_aliases(versions, "1", bad)
 
 
 def test_label_filters():
