@@ -31,15 +31,13 @@ import asyncio
 import json
 import logging
 import re
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, unquote
 from weakref import WeakKeyDictionary
 
 from local_cloud import discovery
+from local_cloud.loopback_server import LoopbackServer
 from local_cloud.vertex.forwarding import ContainerAnswer, Forwarder
 from local_cloud.vertex.rest_rules import ApiError, invalid, parse_duration
 from model_server.batcher import PredictionBatcher
@@ -60,14 +58,8 @@ COALESCED_BODY_BYTES = 4096
 # A refused body up to this size is read to its end before the answer, so that a client still
 # sending it reads the 400 instead of a reset connection; past it the connection is just closed.
 MAX_DISCARDED_BYTES = 4 * MAX_REQUEST_BYTES
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
-# A client waiting for a long operation keeps its connection; Google's front ends hold idle
-# connections for minutes, not uvicorn's default 5 seconds.
-KEEP_ALIVE_S = 300
-LISTEN_BACKLOG = 128
 API_THREADS = 16
-STARTUP_TIMEOUT_S = 30
 
 
 _ROUTES: list[tuple[str, re.Pattern, str]] = [
@@ -252,39 +244,16 @@ class ModelServiceServer:
     """
 
     def __init__(self, service: "ModelService", host: str = "127.0.0.1", port: int = 0):
-        import uvicorn  # imported here: the service itself needs no HTTP stack
-
-        if host not in LOOPBACK_HOSTS:
-            raise ValueError(f"the local model service binds loopback addresses only, not {host!r}")
-        address = "127.0.0.1" if host == "localhost" else host
-        self._socket = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((address, port))
-        self._socket.listen(LISTEN_BACKLOG)
-        self.port: int = self._socket.getsockname()[1]
         self._api_executor = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="model-service-api")
-        app = VertexRestApp(service, self._api_executor)
-        config = uvicorn.Config(
-            # log_config=None: leave the process's logging as it is (uvicorn's loggers propagate).
-            app, lifespan="on", access_log=False, log_config=None, log_level="warning", proxy_headers=False,
-            server_header=False, date_header=False, backlog=LISTEN_BACKLOG, timeout_keep_alive=KEEP_ALIVE_S,
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name="model-service-http", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"the model service's HTTP server did not start on {address}:{self.port}")
-            time.sleep(0.005)
-
-    def _run(self) -> None:
-        self._server.run(sockets=[self._socket])
+        try:
+            # lifespan "on": the forwarder's connections are closed on the server's own loop
+            self._server = LoopbackServer(VertexRestApp(service, self._api_executor), "the local model service",
+                                          host, port, lifespan="on")
+        except BaseException:
+            self._api_executor.shutdown(wait=False)
+            raise
+        self.port: int = self._server.port
 
     def close(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._socket.close()
+        self._server.close()
         self._api_executor.shutdown(wait=False, cancel_futures=True)
