@@ -50,7 +50,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # The version of each API the chain speaks: the first part of a method id picks the document.
-API_VERSIONS = {"aiplatform": "v1", "dataflow": "v1b3", "pubsub": "v1", "logging": "v2", "storage": "v1"}
+API_VERSIONS = {"aiplatform": "v1", "dataflow": "v1b3", "pubsub": "v1", "logging": "v2", "storage": "v1",
+                "cloudtasks": "v2", "monitoring": "v3"}
 
 _INT32 = (-(2 ** 31), 2 ** 31 - 1)
 _UINT32 = (0, 2 ** 32 - 1)
