@@ -12,6 +12,13 @@ throughput on a small machine, and this keeps the local endpoint as fast as when
 in-process. Any other body goes to the container as it came. Every other method may block (waiting for an operation, reading state under
 the service's lock), so it runs on a thread pool and never holds up a prediction.
 
+Every predict that reaches a deployed model is counted as it ends, in the endpoint's serving
+figures (``local_cloud.vertex.serving_figures``): its end time, how long it took from the first
+byte of its body read to its answer, and whether it failed (an answer of 500 or more). The same
+server answers Cloud Monitoring's ``GET /v3/projects/{project}/timeSeries`` from those figures
+(``local_cloud.monitoring``), on the thread pool like the other reads: the local stand-in of the
+serving metrics Vertex AI writes to Cloud Monitoring.
+
 The bodies of models.upload and endpoints.deployModel/undeployModel are held against their
 schemas in Google's discovery document (local_cloud.discovery) on that thread pool, before the
 service acts: an unknown or mistyped field is answered 400 INVALID_ARGUMENT, as Vertex AI answers
@@ -31,15 +38,17 @@ import asyncio
 import json
 import logging
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, unquote
 from weakref import WeakKeyDictionary
 
-from local_cloud import discovery
+from local_cloud import discovery, monitoring
 from local_cloud.loopback_server import LoopbackServer
 from local_cloud.vertex.forwarding import ContainerAnswer, Forwarder
 from local_cloud.vertex.rest_rules import ApiError, invalid, parse_duration
+from local_cloud.vertex.serving_figures import ServingFigures
 from model_server.batcher import PredictionBatcher
 from model_server.bodies import MAX_PREDICT_PAYLOAD_BYTES, read_body, read_json_body
 from model_server.errors import from_answer
@@ -60,6 +69,8 @@ COALESCED_BODY_BYTES = 4096
 MAX_DISCARDED_BYTES = 4 * MAX_REQUEST_BYTES
 
 API_THREADS = 16
+# Cloud Monitoring's path of timeSeries.list: GET /v3/projects/{project}/timeSeries
+_TIME_SERIES_PATH = re.compile(r"^/v3/(projects/[^/:]+)/timeSeries$")
 
 
 _ROUTES: list[tuple[str, re.Pattern, str]] = [
@@ -99,9 +110,11 @@ def check_body(method_id: str, body: Any) -> None:
 class VertexRestApp:
     """The ASGI application: routes Vertex AI's REST paths to a ModelService."""
 
-    def __init__(self, service: "ModelService", api_executor: ThreadPoolExecutor):
+    def __init__(self, service: "ModelService", api_executor: ThreadPoolExecutor,
+                 serving_figures: ServingFigures | None = None):
         self.service = service
         self._api_executor = api_executor
+        self.serving_figures = serving_figures if serving_figures is not None else ServingFigures()
         self._prefix = f"/v1/{service.parent}/"
         self._forwarder = Forwarder()
         self._batchers: "WeakKeyDictionary[ServingProcess, PredictionBatcher]" = WeakKeyDictionary()
@@ -132,6 +145,8 @@ class VertexRestApp:
         method = scope["method"]
         path = unquote(scope["path"])
         if not path.startswith(self._prefix):
+            if method == "GET" and path.startswith("/v3/"):
+                return await self._monitoring(path, scope)
             if method == "POST":
                 await self._read_body(scope, receive, MAX_REQUEST_BYTES)
             raise ApiError("NOT_FOUND", f"no such resource {path}; this service serves {self._prefix}...")
@@ -146,8 +161,9 @@ class VertexRestApp:
             raise ApiError("NOT_FOUND", f"no method {method} {path}")
         argument = match.group(1) if match.groups() else None
         if action == "predict":
+            began = time.perf_counter()
             return await self._predict(argument, await read_body(scope, receive, MAX_PREDICT_PAYLOAD_BYTES,
-                                                                 MAX_DISCARDED_BYTES))
+                                                                 MAX_DISCARDED_BYTES), began)
         body: Any = None
         if method == "POST":
             body = await self._read_body(scope, receive, MAX_REQUEST_BYTES)
@@ -192,8 +208,26 @@ class VertexRestApp:
             return lambda: service.wait_operation(argument, seconds)
         raise ApiError("NOT_FOUND", f"no method for {action}")
 
-    async def _predict(self, endpoint_id: str, body: bytes) -> EncodedJson:
+    async def _predict(self, endpoint_id: str, body: bytes, began: float) -> EncodedJson:
         route = self.service.predict_route(endpoint_id)
+        failed = True  # until it answers; an ApiError below 500 is the client's error, not the model's
+        counted = True
+        try:
+            answer = await self._predict_on(route, body)
+            failed = False
+            return answer
+        except ApiError as exc:
+            failed = exc.http_status >= 500
+            raise
+        except asyncio.CancelledError:  # the client went away: no answer, nothing to count
+            counted = False
+            raise
+        finally:
+            if counted:
+                self.serving_figures.record(endpoint_id, route.deployed_model_id, time.time(),
+                                            (time.perf_counter() - began) * 1000.0, failed)
+
+    async def _predict_on(self, route, body: bytes) -> EncodedJson:
         server = route.server
         if not server.ready:  # after a restart, a deployed model's container may still be starting
             await asyncio.get_running_loop().run_in_executor(self._api_executor, self._wait_ready, route)
@@ -215,6 +249,22 @@ class VertexRestApp:
             batcher = self._batchers[server] = PredictionBatcher(
                 lambda instances: forwarder.predictions("127.0.0.1", port, path, instances), None)
         return batcher
+
+    async def _monitoring(self, path: str, scope: dict) -> dict:
+        """Cloud Monitoring's timeSeries.list over the serving figures (``local_cloud.monitoring``)."""
+        match = _TIME_SERIES_PATH.match(path)
+        if match is None:
+            raise ApiError("NOT_FOUND", f"no method GET {path}; the local Cloud Monitoring serves "
+                                        "GET /v3/projects/{project}/timeSeries")
+        name = match.group(1)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        service, figures = self.service, self.serving_figures
+
+        def call() -> dict:
+            request = monitoring.parse_list_request(query)
+            return monitoring.list_time_series(figures, service.project, service.location, name, request)
+
+        return await asyncio.get_running_loop().run_in_executor(self._api_executor, call)
 
     @staticmethod
     def _wait_ready(route) -> None:
@@ -247,12 +297,14 @@ class ModelServiceServer:
         self._api_executor = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="model-service-api")
         try:
             # lifespan "on": the forwarder's connections are closed on the server's own loop
-            self._server = LoopbackServer(VertexRestApp(service, self._api_executor), "the local model service",
-                                          host, port, lifespan="on")
+            app = VertexRestApp(service, self._api_executor)
+            self._server = LoopbackServer(app, "the local model service", host, port, lifespan="on")
         except BaseException:
             self._api_executor.shutdown(wait=False)
             raise
         self.port: int = self._server.port
+        # what the endpoint counted of its predictions (also served as Cloud Monitoring's timeSeries.list)
+        self.serving_figures: ServingFigures = app.serving_figures
 
     def close(self) -> None:
         self._server.close()
