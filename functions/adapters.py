@@ -27,22 +27,31 @@ def check_gcp_config(config: Config) -> None:
 
 def build_platform(config: Config) -> Platform:
     if config.platform == "local":
+        from functions.cloud_tasks import CloudTasksScheduler
         from functions.local_adapters import LocalApi, LocalJobs, LocalModels, LocalStorage
+        from functions.serving_metrics import MonitoringServingMetrics
 
         api = LocalApi(config.local_api)
         return Platform(
             storage=LocalStorage(Path(config.local_root) / config.bucket),
             jobs=LocalJobs(api, config),
             models=LocalModels(LocalApi(config.local_models_api), config),
+            tasks=CloudTasksScheduler.local(config),
+            # the local endpoint serves Cloud Monitoring's timeSeries.list of its own counters
+            metrics=MonitoringServingMetrics.local(config.project, config.local_models_api),
         )
     if config.platform == "gcp":
         # The adapters import the Google clients on first use, not here (cold start).
+        from functions.cloud_tasks import CloudTasksScheduler
         from functions.gcp_adapters import DataflowJobs, GcpJobs, GcsStorage, VertexJobs, VertexModels
+        from functions.serving_metrics import MonitoringServingMetrics
 
         check_gcp_config(config)
         return Platform(
             storage=GcsStorage(config.bucket, project=config.project),
             jobs=GcpJobs(DataflowJobs(config), VertexJobs(config)),
             models=VertexModels(config),
+            tasks=CloudTasksScheduler(config),
+            metrics=MonitoringServingMetrics(config.project),
         )
     raise ConfigError(f"platform {config.platform!r} has no adapters in this build")

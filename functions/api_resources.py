@@ -5,7 +5,7 @@ one reader serves the cloud's answers and the local cloud's alike.
 """
 from __future__ import annotations
 
-from functions.platform import DeployOperation, TrainingJob
+from functions.platform import DeployedModel, DeployOperation, EndpointState, RegisteredVersion, TrainingJob
 
 
 def training_job_from_resource(job: dict) -> TrainingJob:
@@ -30,3 +30,24 @@ def operation_from_resource(op: dict) -> DeployOperation:
         deployed_model_id=str(response.get("deployedModel", {}).get("id", "")),
         response=response,
     )
+
+
+def version_from_resource(model: dict) -> RegisteredVersion:
+    """A Model resource (one version of it) as the registry gave it."""
+    return RegisteredVersion(
+        model=model["name"].split("@")[0],
+        version_id=str(model["versionId"]),
+        artifact_uri=model.get("artifactUri", ""),
+        labels=dict(model.get("labels", {})),
+        aliases=tuple(model.get("versionAliases", ())),
+    )
+
+
+def endpoint_from_resource(endpoint: dict) -> EndpointState:
+    """An Endpoint resource: its deployed models and traffic split (ids as strings, as in the REST JSON)."""
+    deployed = tuple(
+        DeployedModel(id=str(d["id"]), model=d["model"].split("@")[0], version_id=str(d.get("modelVersionId", "")))
+        for d in endpoint.get("deployedModels", ())
+    )
+    split = {str(k): int(v) for k, v in (endpoint.get("trafficSplit") or {}).items()}
+    return EndpointState(deployed=deployed, traffic_split=split)

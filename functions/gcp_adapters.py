@@ -20,14 +20,21 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from functions import request_bodies
-from functions.api_resources import operation_from_resource, training_job_from_resource
+from functions.api_resources import (
+    endpoint_from_resource,
+    operation_from_resource,
+    training_job_from_resource,
+    version_from_resource,
+)
 from functions.config import Config
 from functions.platform import (
     AlreadyExists,
     DeployOperation,
+    EndpointState,
     JobRef,
     ModelVersion,
     NotFound,
+    RegisteredVersion,
     TrainingJob,
     TransientError,
 )
@@ -387,22 +394,48 @@ class VertexModels:
                 return ModelVersion(model=model.name.split("@")[0], version_id=str(model.version_id))
         return None
 
-    def start_deploy(self, version: ModelVersion, endpoint_id: str, traffic_percent: int,
+    def get_version(self, versioned_name: str) -> RegisteredVersion:
+        with translated_errors(f"get model version {versioned_name}"):
+            model = self._models.get().get_model(name=versioned_name, timeout=CALL_TIMEOUT_S)
+        return version_from_resource(_message_dict(model))
+
+    def start_deploy(self, version: ModelVersion, endpoint_id: str, traffic_split: dict[str, int],
                      display_name: str) -> DeployOperation:
         from google.cloud import aiplatform_v1
 
         endpoint = f"{self.parent}/endpoints/{endpoint_id}"
-        client = self._endpoints.get()
-        with translated_errors(f"get endpoint {endpoint_id}"):
-            current = client.get_endpoint(name=endpoint, timeout=CALL_TIMEOUT_S)
-        body = request_bodies.deploy_model(self.config, version, display_name, traffic_percent,
-                                           dict(current.traffic_split))
+        body = request_bodies.deploy_model(self.config, version, display_name, traffic_split)
         request = aiplatform_v1.DeployModelRequest.from_json(json.dumps({"endpoint": endpoint, **body}))
         with translated_errors(f"deploy {version.versioned_name} to endpoint {endpoint_id}"):
-            operation = client.deploy_model(request=request, timeout=CALL_TIMEOUT_S)
+            operation = self._endpoints.get().deploy_model(request=request, timeout=CALL_TIMEOUT_S)
         # The deployment may take longer than a function may run: return with the operation's
         # name at once; its audit log line starts the next stage.
         return DeployOperation(name=operation.operation.name, done=operation.operation.done)
+
+    def get_endpoint(self, endpoint_id: str) -> EndpointState:
+        with translated_errors(f"get endpoint {endpoint_id}"):
+            endpoint = self._endpoints.get().get_endpoint(name=f"{self.parent}/endpoints/{endpoint_id}",
+                                                          timeout=CALL_TIMEOUT_S)
+        return endpoint_from_resource(_message_dict(endpoint))
+
+    def undeploy(self, endpoint_id: str, deployed_model_id: str, traffic_split: dict[str, int]) -> None:
+        from google.cloud import aiplatform_v1
+
+        endpoint = f"{self.parent}/endpoints/{endpoint_id}"
+        body = request_bodies.undeploy_model(deployed_model_id, traffic_split)
+        request = aiplatform_v1.UndeployModelRequest.from_json(json.dumps({"endpoint": endpoint, **body}))
+        with translated_errors(f"undeploy {deployed_model_id} from endpoint {endpoint_id}"):
+            # Not waited for: the traffic moves with the request; the node is released after.
+            self._endpoints.get().undeploy_model(request=request, timeout=CALL_TIMEOUT_S)
+
+    def move_aliases(self, version: ModelVersion, aliases: list[str]) -> None:
+        from google.cloud import aiplatform_v1
+
+        body = request_bodies.merge_version_aliases(aliases)
+        request = aiplatform_v1.MergeVersionAliasesRequest.from_json(
+            json.dumps({"name": version.versioned_name, **body}))
+        with translated_errors(f"move aliases {aliases} to {version.versioned_name}"):
+            self._models.get().merge_version_aliases(request=request, timeout=CALL_TIMEOUT_S)
 
     def get_operation(self, name: str) -> DeployOperation:
         from google.cloud import aiplatform_v1

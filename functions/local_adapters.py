@@ -18,9 +18,24 @@ import urllib.request
 from pathlib import Path
 
 from functions import request_bodies
-from functions.api_resources import operation_from_resource, training_job_from_resource
+from functions.api_resources import (
+    endpoint_from_resource,
+    operation_from_resource,
+    training_job_from_resource,
+    version_from_resource,
+)
 from functions.config import Config
-from functions.platform import AlreadyExists, DeployOperation, JobRef, ModelVersion, NotFound, TrainingJob, TransientError
+from functions.platform import (
+    AlreadyExists,
+    DeployOperation,
+    EndpointState,
+    JobRef,
+    ModelVersion,
+    NotFound,
+    RegisteredVersion,
+    TrainingJob,
+    TransientError,
+)
 
 # A write is staged beside its object, under a hidden name with this suffix, and renamed into
 # place: a rename within one directory reaches the local cloud's watcher as one paired event at
@@ -209,13 +224,24 @@ class LocalModels:
                 return ModelVersion(model=model["name"].split("@")[0], version_id=str(model["versionId"]))
         return None
 
-    def start_deploy(self, version, endpoint_id, traffic_percent, display_name) -> DeployOperation:
-        endpoint = f"{self.parent}/endpoints/{endpoint_id}"
-        current = self.api.call("GET", f"/v1/{endpoint}")
-        body = request_bodies.deploy_model(self.config, version, display_name, traffic_percent,
-                                           current.get("trafficSplit", {}))
-        op = self.api.call("POST", f"/v1/{endpoint}:deployModel", body)
+    def get_version(self, versioned_name: str) -> RegisteredVersion:
+        return version_from_resource(self.api.call("GET", f"/v1/{versioned_name}"))
+
+    def start_deploy(self, version, endpoint_id, traffic_split, display_name) -> DeployOperation:
+        body = request_bodies.deploy_model(self.config, version, display_name, traffic_split)
+        op = self.api.call("POST", f"/v1/{self.parent}/endpoints/{endpoint_id}:deployModel", body)
         return operation_from_resource(op)
 
     def get_operation(self, name: str) -> DeployOperation:
         return operation_from_resource(self.api.call("GET", f"/v1/{name}"))
+
+    def get_endpoint(self, endpoint_id: str) -> EndpointState:
+        return endpoint_from_resource(self.api.call("GET", f"/v1/{self.parent}/endpoints/{endpoint_id}"))
+
+    def undeploy(self, endpoint_id: str, deployed_model_id: str, traffic_split: dict[str, int]) -> None:
+        self.api.call("POST", f"/v1/{self.parent}/endpoints/{endpoint_id}:undeployModel",
+                      request_bodies.undeploy_model(deployed_model_id, traffic_split))
+
+    def move_aliases(self, version: ModelVersion, aliases: list[str]) -> None:
+        self.api.call("POST", f"/v1/{version.versioned_name}:mergeVersionAliases",
+                      request_bodies.merge_version_aliases(aliases))

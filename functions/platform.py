@@ -8,6 +8,7 @@ already: a redelivery, acknowledged quietly).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 
@@ -58,6 +59,42 @@ class ModelVersion:
     @property
     def versioned_name(self) -> str:
         return f"{self.model}@{self.version_id}"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion(ModelVersion):
+    """A model version as the registry holds it: where its artifacts are, its labels and aliases."""
+
+    artifact_uri: str
+    labels: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeployedModel:
+    id: str
+    model: str  # projects/P/locations/R/models/M
+    version_id: str
+
+    @property
+    def versioned_name(self) -> str:
+        return f"{self.model}@{self.version_id}"
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """What the endpoint API says it serves: the deployed models and the traffic split."""
+
+    deployed: tuple[DeployedModel, ...]
+    traffic_split: dict[str, int]
+
+    def champion(self) -> DeployedModel | None:
+        """The deployed model taking the most traffic (the one a canary bakes beside), if any."""
+        serving = [d for d in self.deployed if self.traffic_split.get(d.id, 0) > 0]
+        return max(serving, key=lambda d: self.traffic_split[d.id], default=None)
+
+    def get(self, deployed_model_id: str) -> DeployedModel | None:
+        return next((d for d in self.deployed if d.id == deployed_model_id), None)
 
 
 @dataclass(frozen=True)
@@ -120,12 +157,40 @@ class Models(Protocol):
     def find_version(self, model_name: str, run_id: str) -> ModelVersion | None:
         """The version labelled with this run id, if one was uploaded already."""
 
+    def get_version(self, versioned_name: str) -> RegisteredVersion:
+        """A version by name (MODEL@VERSION or MODEL@ALIAS); NotFound if there is none."""
+
     def start_deploy(
-        self, version: ModelVersion, endpoint_id: str, traffic_percent: int, display_name: str
+        self, version: ModelVersion, endpoint_id: str, traffic_split: dict[str, int], display_name: str
     ) -> DeployOperation:
-        """Start deploying the version to the endpoint; returns at once with the operation."""
+        """Start deploying the version to the endpoint with the endpoint's whole new split ("0": the
+        version deployed); returns at once with the operation."""
 
     def get_operation(self, name: str) -> DeployOperation: ...
+
+    def get_endpoint(self, endpoint_id: str) -> EndpointState:
+        """The endpoint's deployed models and split; NotFound if the endpoint does not exist."""
+
+    def undeploy(self, endpoint_id: str, deployed_model_id: str, traffic_split: dict[str, int]) -> None:
+        """Start undeploying a model, the rest of the traffic split as given; NotFound if it is gone."""
+
+    def move_aliases(self, version: ModelVersion, aliases: list[str]) -> None:
+        """Put the aliases on this version (taking them from the versions that held them)."""
+
+
+class Tasks(Protocol):
+    """Cloud Tasks: work scheduled for later, so that no function waits."""
+
+    def schedule_publish(self, task_id: str, topic: str, message: dict, at: datetime) -> bool:
+        """At `at`, publish `message` (JSON) to `topic`; False if a task of this id exists already."""
+
+
+class ServingMetrics(Protocol):
+    """Cloud Monitoring's serving figures of the endpoint's deployed models."""
+
+    def figures(self, endpoint_id: str, deployed_model_ids: list[str], start: datetime,
+                end: datetime) -> dict[str, dict]:
+        """{deployed model id: {"requests", "errors", "latency_p99_ms"}} over [start, end)."""
 
 
 @dataclass
@@ -133,3 +198,5 @@ class Platform:
     storage: Storage
     jobs: Jobs
     models: Models
+    tasks: Tasks
+    metrics: ServingMetrics

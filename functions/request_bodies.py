@@ -7,6 +7,10 @@ reference page of its request.
 """
 from __future__ import annotations
 
+import base64
+import json
+from datetime import datetime, timezone
+
 from functions.config import Config
 from functions.platform import ModelVersion
 
@@ -116,25 +120,7 @@ def upload_model(config: Config, model_name: str, artifact_uri: str, labels: dic
     return body
 
 
-def traffic_split_with(traffic_percent: int, current_split: dict[str, int]) -> dict[str, int]:
-    """The endpoint's split once a new model ("0") takes `traffic_percent`: the models serving now
-    share the rest in proportion to what they had, and every other deployed model keeps 0."""
-    split = {"0": traffic_percent}
-    rest = 100 - traffic_percent
-    serving = {k: v for k, v in current_split.items() if v > 0}
-    total = sum(serving.values())
-    if rest and total:
-        shares = {k: rest * v // total for k, v in serving.items()}
-        first = next(iter(shares))
-        shares[first] += rest - sum(shares.values())
-        split.update(shares)
-    for k in current_split:
-        split.setdefault(k, 0)
-    return split
-
-
-def deploy_model(config: Config, version: ModelVersion, display_name: str, traffic_percent: int,
-                 current_split: dict[str, int]) -> dict:
+def deploy_model(config: Config, version: ModelVersion, display_name: str, traffic_split: dict[str, int]) -> dict:
     """DeployModelRequest (the endpoint is in the URL) with dedicated resources and the split.
 
     A custom-trained model lists only DEDICATED_RESOURCES (and SHARED_RESOURCES) among its
@@ -152,5 +138,56 @@ def deploy_model(config: Config, version: ModelVersion, display_name: str, traff
                 "maxReplicaCount": 1,
             },
         },
-        "trafficSplit": traffic_split_with(traffic_percent, current_split),
+        "trafficSplit": dict(traffic_split),
     }
+
+
+def undeploy_model(deployed_model_id: str, traffic_split: dict[str, int]) -> dict:
+    """UndeployModelRequest: the split the endpoint keeps, which must leave out the model undeployed.
+
+    Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.endpoints/undeployModel
+    """
+    return {"deployedModelId": deployed_model_id, "trafficSplit": dict(traffic_split)}
+
+
+def merge_version_aliases(aliases: list[str]) -> dict:
+    """MergeVersionAliasesRequest: aliases to put on the version named in the URL.
+
+    Reference: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.models/mergeVersionAliases
+    (an alias another version holds moves; "default" sits on exactly one version).
+    """
+    return {"versionAliases": list(aliases)}
+
+
+def publish_task(config: Config, task_id: str, topic: str, message: dict, at: datetime) -> dict:
+    """A Cloud Tasks Task that, at `at`, calls Pub/Sub's REST publish with the release account's token.
+
+    References: https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks
+    (name, scheduleTime, httpRequest with oauthToken: an OAuth token for *.googleapis.com targets)
+    and https://cloud.google.com/pubsub/docs/reference/rest/v1/projects.topics/publish (the body:
+    PublishRequest, each message's data base64). A named task is created once: a second create
+    answers ALREADY_EXISTS, so a redelivered event schedules nothing twice.
+    """
+    data = base64.b64encode(json.dumps(message, sort_keys=True).encode("utf-8")).decode("ascii")
+    publish = json.dumps({"messages": [{"data": data, "attributes": {"origin": "bake-end"}}]}).encode("utf-8")
+    return {
+        "name": f"{tasks_queue_path(config)}/tasks/{task_id}",
+        "scheduleTime": at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "httpRequest": {
+            "url": f"https://pubsub.googleapis.com/v1/projects/{config.project}/topics/{topic}:publish",
+            "httpMethod": "POST",
+            "headers": {"Content-Type": "application/json"},
+            "body": base64.b64encode(publish).decode("ascii"),
+            "oauthToken": {"serviceAccountEmail": release_publisher(config),
+                           "scope": "https://www.googleapis.com/auth/pubsub"},
+        },
+    }
+
+
+def tasks_queue_path(config: Config) -> str:
+    return f"{location_parent(config)}/queues/{config.tasks_queue}"
+
+
+def release_publisher(config: Config) -> str:
+    """The account whose token the bake-end task carries (deploy.sh creates it)."""
+    return config.tasks_service_account or f"mlrelay-release-publisher@{config.project}.iam.gserviceaccount.com"

@@ -12,8 +12,15 @@ response schema, so that a drift of the fake from the real format is listed in `
 Request and resource formats:
 - Dataflow: https://cloud.google.com/dataflow/docs/reference/rest/v1b3/projects.locations.flexTemplates/launch
 - Vertex AI: https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.customJobs,
-  .../projects.locations.models (upload, get, listVersions), .../projects.locations.endpoints
-  (get, deployModel) and .../projects.locations.operations/get.
+  .../projects.locations.models (upload, get of MODEL, MODEL@VERSION or MODEL@ALIAS, listVersions,
+  mergeVersionAliases), .../projects.locations.endpoints (get, deployModel, undeployModel) and
+  .../projects.locations.operations/get.
+Registry and endpoint rules kept as Vertex AI documents them: a model's first version gets the
+"default" alias (https://cloud.google.com/vertex-ai/docs/model-registry/model-alias), an alias
+names one version of a model and "default" can be moved but not removed; a deployed model is
+listed by its model's name and its modelVersionId; undeployModel refuses a model that still has
+traffic unless the request's trafficSplit takes it away, and undeploying the last model empties
+the split (UndeployModelRequest.trafficSplit).
 """
 from __future__ import annotations
 
@@ -31,12 +38,17 @@ STATUS_NAMES = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOU
 LOCATION = r"projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)"
 UPLOAD_RESPONSE = "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelResponse"
 DEPLOY_RESPONSE = "type.googleapis.com/google.cloud.aiplatform.v1.DeployModelResponse"
+UNDEPLOY_RESPONSE = "type.googleapis.com/google.cloud.aiplatform.v1.UndeployModelResponse"
+DEFAULT_ALIAS = "default"
+# MergeVersionAliasesRequest.versionAliases: "at most 128 characters, and match a-z{0,126}[a-z-0-9]"
+ALIAS = re.compile(r"[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, status_name: str = ""):
         super().__init__(message)
         self.status, self.message = status, message
+        self.status_name = status_name or STATUS_NAMES.get(status, "UNKNOWN")
 
 
 @dataclass
@@ -111,6 +123,22 @@ class FakeGoogleApis:
         self.endpoints[name] = {"name": name, "displayName": name.rsplit("/", 1)[-1],
                                 "deployedModels": deployed_models or [], "trafficSplit": traffic_split or {}}
 
+    def add_version(self, model: str, artifact_uri: str = "", labels: dict[str, str] | None = None,
+                    aliases: list[str] | None = None) -> dict:
+        """Register a version of `model` (a full model name) as an upload would; returns its resource."""
+        with self.lock:
+            return self._add_version(model, {"displayName": model.rsplit("/", 1)[-1], "artifactUri": artifact_uri,
+                                             "labels": dict(labels or {}), "versionAliases": list(aliases or [])})
+
+    def version(self, model: str, ref: str) -> dict | None:
+        """The version of `model` a version id or an alias names, or None."""
+        return next((v for v in self.models.get(model, [])
+                     if v["versionId"] == ref or ref in v.get("versionAliases", ())), None)
+
+    def aliases(self, model: str) -> dict[str, list[str]]:
+        """{version id: its aliases} of a model."""
+        return {v["versionId"]: list(v.get("versionAliases", ())) for v in self.models.get(model, [])}
+
     def set_job_state(self, job_id: str, state: str, error: str = "") -> None:
         job = self.custom_jobs[job_id]
         job["state"] = state
@@ -133,12 +161,15 @@ class FakeGoogleApis:
                 return ""
             endpoint = self.endpoints[pending["endpoint"]]
             deployed_id = str(7000 + self._next())
-            endpoint["deployedModels"].append({"id": deployed_id, **pending["deployedModel"]})
+            # Vertex AI lists a deployed model by its model's name and the version's id.
+            model, _, version_id = pending["deployedModel"]["model"].partition("@")
+            deployed = {**pending["deployedModel"], "id": deployed_id, "model": model, "modelVersionId": version_id}
+            endpoint["deployedModels"].append(deployed)
             split = dict(pending["trafficSplit"])
             split[deployed_id] = split.pop("0")
             endpoint["trafficSplit"] = {k: v for k, v in split.items() if v > 0}
             op["response"] = {"@type": DEPLOY_RESPONSE,
-                              "deployedModel": {"id": deployed_id, "model": pending["deployedModel"]["model"]}}
+                              "deployedModel": {"id": deployed_id, "model": model, "modelVersionId": version_id}}
             return deployed_id
 
     # --- serving ---------------------------------------------------------------------------------
@@ -160,8 +191,7 @@ class FakeGoogleApis:
             status, payload = 200, self._route(recorded)
         except ApiError as exc:
             status = exc.status
-            payload = {"error": {"code": exc.status, "message": exc.message,
-                                 "status": STATUS_NAMES.get(exc.status, "UNKNOWN")}}
+            payload = {"error": {"code": exc.status, "message": exc.message, "status": exc.status_name}}
         recorded.status, recorded.answer = status, payload
         if status == 200 and recorded.method_id:
             errors = discovery.response_errors(recorded.method_id, payload)
@@ -202,13 +232,19 @@ class FakeGoogleApis:
             ("POST", rf"/v1/{LOCATION}/customJobs", self._create_custom_job, f"{vertex}.customJobs.create"),
             ("GET", rf"/v1/{LOCATION}/customJobs", self._list_custom_jobs, f"{vertex}.customJobs.list"),
             ("GET", rf"/v1/{LOCATION}/customJobs/(?P<job>[^/:]+)", self._get_custom_job, f"{vertex}.customJobs.get"),
-            ("GET", rf"/v1/(?P<model>{LOCATION}/models/[^/:@]+)", self._get_model, f"{vertex}.models.get"),
+            # a model (its default version), MODEL@VERSION or MODEL@ALIAS
+            ("GET", rf"/v1/(?P<model>{LOCATION}/models/[^/:@]+)(?:@(?P<ref>[^/:@]+))?", self._get_model,
+             f"{vertex}.models.get"),
             ("POST", rf"/v1/{LOCATION}/models:upload", self._upload_model, f"{vertex}.models.upload"),
             ("GET", rf"/v1/(?P<model>{LOCATION}/models/[^/:@]+):listVersions", self._list_versions,
              f"{vertex}.models.listVersions"),
+            ("POST", rf"/v1/(?P<model>{LOCATION}/models/[^/:@]+)(?:@(?P<ref>[^/:@]+))?:mergeVersionAliases",
+             self._merge_version_aliases, f"{vertex}.models.mergeVersionAliases"),
             ("GET", rf"/v1/(?P<endpoint>{LOCATION}/endpoints/[^/:]+)", self._get_endpoint, f"{vertex}.endpoints.get"),
             ("POST", rf"/v1/(?P<endpoint>{LOCATION}/endpoints/[^/:]+):deployModel", self._deploy_model,
              f"{vertex}.endpoints.deployModel"),
+            ("POST", rf"/v1/(?P<endpoint>{LOCATION}/endpoints/[^/:]+):undeployModel", self._undeploy_model,
+             f"{vertex}.endpoints.undeployModel"),
             # The REST clients poll operations on the "/ui/" binding of the service's HTTP rules
             # (the first that matches); "/v1/" is the documented one.
             ("GET", rf"/(?:ui|v1)/(?P<name>{LOCATION}/.+/operations/[^/]+)", self._get_operation,
@@ -255,10 +291,54 @@ class FakeGoogleApis:
     # Vertex AI models
 
     def _get_model(self, match, query, body) -> dict:
-        versions = self.models.get(match["model"])
-        if not versions:
+        if not self.models.get(match["model"]):
             raise ApiError(404, f"Model {match['model']} is not found.")
-        return versions[-1]
+        version = self.version(match["model"], match["ref"] or DEFAULT_ALIAS)
+        if version is None:
+            raise ApiError(404, f"Model {match['model']}@{match['ref'] or DEFAULT_ALIAS} is not found.")
+        return version
+
+    def _add_version(self, model: str, resource: dict) -> dict:
+        """A new version of `model`: the first one gets "default"; an alias it asks for leaves the
+        version that held it (the lock is held)."""
+        versions = self.models.setdefault(model, [])
+        aliases = list(dict.fromkeys(resource.get("versionAliases") or []))
+        if not versions and DEFAULT_ALIAS not in aliases:
+            aliases.insert(0, DEFAULT_ALIAS)
+        for older in versions:
+            older["versionAliases"] = [a for a in older.get("versionAliases", ()) if a not in aliases]
+        version = {**resource, "name": model, "versionId": str(len(versions) + 1), "versionAliases": aliases}
+        versions.append(version)
+        return version
+
+    def _merge_version_aliases(self, match, query, body) -> dict:
+        model, ref = match["model"], match["ref"]
+        if not ref:
+            raise ApiError(400, f"name {model} must name a version: models/MODEL@VERSION")
+        if not self.models.get(model):
+            raise ApiError(404, f"Model {model} is not found.")
+        version = self.version(model, ref)
+        if version is None:
+            raise ApiError(404, f"Model {model}@{ref} is not found.")
+        requested = body.get("versionAliases") or []
+        if not requested:
+            raise ApiError(400, "versionAliases is required")
+        added, removed = [], []
+        for alias in requested:
+            name = alias[1:] if alias.startswith("-") else alias
+            if not ALIAS.fullmatch(name):
+                raise ApiError(400, f"Invalid version alias {alias!r}: it must match [a-z][a-zA-Z0-9-]{{0,126}}[a-z0-9].")
+            (removed if alias.startswith("-") else added).append(name)
+        both = set(added) & set(removed)  # "the 2 operations will be cancelled out"
+        added = [a for a in dict.fromkeys(added) if a not in both]
+        removed = [a for a in removed if a not in both]
+        if DEFAULT_ALIAS in removed:
+            raise ApiError(400, "The default version alias cannot be removed; merge it into another version "
+                                "to move it.")
+        for other in self.models[model]:
+            other["versionAliases"] = [a for a in other.get("versionAliases", ()) if a not in added]
+        version["versionAliases"] = [a for a in version["versionAliases"] if a not in removed] + added
+        return version
 
     def _upload_model(self, match, query, body) -> dict:
         parent = f"projects/{match['project']}/locations/{match['region']}"
@@ -284,9 +364,7 @@ class FakeGoogleApis:
             with self.lock:
                 return self._finish_upload(op, locked=True)
         pending = op.pop("pending_upload")
-        versions = self.models.setdefault(pending["model"], [])
-        version_id = str(len(versions) + 1)
-        versions.append({**pending["resource"], "name": pending["model"], "versionId": version_id})
+        version_id = self._add_version(pending["model"], pending["resource"])["versionId"]
         op["done"] = True
         op["response"] = {"@type": UPLOAD_RESPONSE, "model": pending["model"], "modelVersionId": version_id}
 
@@ -313,10 +391,46 @@ class FakeGoogleApis:
         split = {k: int(v) for k, v in (body.get("trafficSplit") or {}).items()}
         if sum(split.values()) != 100:
             raise ApiError(400, f"trafficSplit must add up to 100, not {sum(split.values())}")
+        # keys: "0" for the model this request deploys, else DeployedModels of the endpoint
+        unknown = sorted(set(split) - {"0"} - {d["id"] for d in endpoint["deployedModels"]})
+        if unknown:
+            raise ApiError(400, f"trafficSplit names {', '.join(unknown)}, which the endpoint has no DeployedModel of.")
         name = f"{endpoint['name']}/operations/{8000 + self._next()}"
         self.operations[name] = {"name": name, "done": False,
                                  "pending_deploy": {"endpoint": endpoint["name"], "deployedModel": deployed,
                                                     "trafficSplit": split}}
+        return _public(self.operations[name])
+
+    def _undeploy_model(self, match, query, body) -> dict:
+        """The split moves and the model leaves at once; the Operation is answered done."""
+        endpoint = self._get_endpoint(match, query, body)
+        undeployed = body.get("deployedModelId", "")
+        ids = [d["id"] for d in endpoint["deployedModels"]]
+        if undeployed not in ids:
+            raise ApiError(404, f"DeployedModel {undeployed} is not found on Endpoint {endpoint['name']}.")
+        remaining = [i for i in ids if i != undeployed]
+        requested = {k: int(v) for k, v in (body.get("trafficSplit") or {}).items()}
+        current = endpoint.get("trafficSplit") or {}
+        if not remaining:
+            split = {}  # "If last DeployedModel is being undeployed ... traffic_split will always end up empty"
+        elif requested:
+            unknown = sorted(k for k, v in requested.items() if k not in remaining and not (k == undeployed and v == 0))
+            if unknown:
+                raise ApiError(400, f"trafficSplit names {', '.join(unknown)}, which the endpoint keeps no "
+                                    "DeployedModel of.")
+            split = {k: v for k, v in requested.items() if k != undeployed}
+            if sum(split.values()) != 100:
+                raise ApiError(400, f"trafficSplit must add up to 100, not {sum(split.values())}")
+        elif current.get(undeployed, 0) > 0:
+            raise ApiError(400, f"DeployedModel {undeployed} still has {current[undeployed]}% of the traffic; "
+                                "undeploy it with a trafficSplit that gives its traffic to the others.",
+                           "FAILED_PRECONDITION")
+        else:
+            split = {k: v for k, v in current.items() if k != undeployed}
+        endpoint["deployedModels"] = [d for d in endpoint["deployedModels"] if d["id"] != undeployed]
+        endpoint["trafficSplit"] = {k: v for k, v in split.items() if v > 0}
+        name = f"{endpoint['name']}/operations/{8000 + self._next()}"
+        self.operations[name] = {"name": name, "done": True, "response": {"@type": UNDEPLOY_RESPONSE}}
         return _public(self.operations[name])
 
     def _get_operation(self, match, query, body) -> dict:

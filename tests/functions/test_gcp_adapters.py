@@ -25,9 +25,14 @@ from tests.fakes.gcp_project import credentials as _credentials
 from tests.fakes.gcp_project import free_port as _free_port
 
 from events.log_entries import JobKind, JobTerminal, JobOutcome
+from functions import request_bodies
+from functions.cloud_tasks import CloudTasksScheduler
 from functions.run_store import RunStore, manifest_name
-from functions.stages import deploy, start, training
-from functions.triggers import JobEnded, ManifestWritten, StartMessage
+from functions.stages import deploy, release, start, training
+from functions.triggers import BakeEnded, JobEnded, ManifestWritten, StartMessage, decode_release
+from local_cloud import discovery
+from local_cloud.tasks.wire import parse_timestamp
+from tests.fakes.google_events import message_published
 from functions.adapters import build_platform
 from functions.local_adapters import LocalStorage
 from functions.config import Config, ConfigError
@@ -39,10 +44,20 @@ from functions.gcp_adapters import (
     VertexModels,
     platform_error,
 )
-from functions.platform import AlreadyExists, ModelVersion, NotFound, Platform, TransientError
+from functions.platform import (
+    AlreadyExists,
+    DeployedModel,
+    EndpointState,
+    ModelVersion,
+    NotFound,
+    Platform,
+    RegisteredVersion,
+    TransientError,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)
+MODEL = f"{PARENT}/models/babyweight"
 
 
 @pytest.fixture
@@ -186,14 +201,16 @@ def test_an_upload_that_outlasts_the_wait_raises_transient_and_the_retry_finds_t
 
 
 def test_a_deploy_sends_the_traffic_split_and_returns_at_once_then_the_operation_tells_the_end(apis, models):
-    apis.add_endpoint(ENDPOINT, traffic_split={"111": 100}, deployed_models=[{"id": "111", "model": "old@1"}])
+    champion = apis.add_version(MODEL, f"gs://{BUCKET}/runs/run-0/train/model/", {"run_id": "run-0"})
+    apis.add_endpoint(ENDPOINT, traffic_split={"111": 100},
+                      deployed_models=[{"id": "111", "model": MODEL, "modelVersionId": champion["versionId"]}])
     version = models.upload_version("babyweight", "gs://b/runs/run-1/train/model/", {"run_id": "run-1"})
-    op = models.start_deploy(version, "babyweight", 25, "run-1")
+    op = models.start_deploy(version, "babyweight", {"0": 25, "111": 75}, "run-1")
     (request,) = apis.received("POST", r":deployModel$")
     assert request.path == f"/v1/{ENDPOINT}:deployModel"
     assert request.body["trafficSplit"] == {"0": 25, "111": 75}
     deployed = request.body["deployedModel"]
-    assert deployed["model"] == f"{PARENT}/models/babyweight@1" and deployed["displayName"] == "run-1"
+    assert deployed["model"] == f"{MODEL}@2" and deployed["displayName"] == "run-1"
     assert deployed["dedicatedResources"]["machineSpec"] == {"machineType": CONFIG.serving_machine_type}
     assert "automaticResources" not in deployed
 
@@ -202,13 +219,109 @@ def test_a_deploy_sends_the_traffic_split_and_returns_at_once_then_the_operation
     new_id = apis.finish_deploy(op.name)
     ended = models.get_operation(op.name)
     assert ended.done and not ended.error and ended.deployed_model_id == new_id
+    assert apis.endpoints[ENDPOINT]["trafficSplit"] == {"111": 75, new_id: 25}
 
-    again = models.start_deploy(version, "babyweight", 100, "run-1b")
+    again = models.start_deploy(version, "babyweight", {"0": 100, "111": 0, new_id: 0}, "run-1b")
     apis.finish_deploy(again.name, error="Model server never became ready.")
     failed = models.get_operation(again.name)
     assert failed.done and "never became ready" in failed.error
     with pytest.raises(NotFound):
         models.get_operation(f"{ENDPOINT}/operations/1")
+    with pytest.raises(RuntimeError, match="no DeployedModel of"):  # a split naming no deployed model
+        models.start_deploy(version, "babyweight", {"0": 50, "999": 50}, "run-1c")
+
+
+def test_a_version_is_read_by_its_id_or_an_alias_with_its_artifacts_labels_and_aliases(apis, models):
+    first = models.upload_version("babyweight", f"gs://{BUCKET}/runs/run-1/train/model/", {"run_id": "run-1"})
+    second = models.upload_version("babyweight", f"gs://{BUCKET}/runs/run-2/train/model/",
+                                   {"run_id": "run-2", "gate": "blessed"})
+    read = models.get_version(second.versioned_name)
+    assert read == RegisteredVersion(MODEL, "2", f"gs://{BUCKET}/runs/run-2/train/model/",
+                                     {"run_id": "run-2", "gate": "blessed"}, ())
+    assert read.versioned_name == second.versioned_name
+    assert apis.received("GET", r"/models/")[-1].path == f"/v1/{MODEL}@2"
+    # Vertex gives a model's first version the "default" alias; an alias names a version too
+    assert models.get_version(first.versioned_name).aliases == ("default",)
+    assert models.get_version(f"{MODEL}@default").version_id == "1"
+    with pytest.raises(NotFound):
+        models.get_version(f"{MODEL}@9")
+    with pytest.raises(NotFound):
+        models.get_version(f"{PARENT}/models/no-such-model@1")
+
+
+def test_the_endpoint_tells_its_deployed_models_by_version_and_its_split(apis, models):
+    assert models.get_endpoint("babyweight") == EndpointState((), {})
+    assert models.get_endpoint("babyweight").champion() is None
+    version = models.upload_version("babyweight", "gs://b/runs/run-1/train/model/", {"run_id": "run-1"})
+    first = apis.finish_deploy(models.start_deploy(version, "babyweight", {"0": 100}, "run-1").name)
+    canary = apis.finish_deploy(models.start_deploy(version, "babyweight", {"0": 10, first: 90}, "run-1b").name)
+    endpoint = models.get_endpoint("babyweight")
+    assert endpoint.deployed == (DeployedModel(first, MODEL, "1"), DeployedModel(canary, MODEL, "1"))
+    assert endpoint.traffic_split == {first: 90, canary: 10}
+    assert endpoint.champion() == DeployedModel(first, MODEL, "1")
+    assert endpoint.champion().versioned_name == version.versioned_name
+    assert apis.received("GET", r"/endpoints/")[-1].path == f"/v1/{ENDPOINT}"
+    with pytest.raises(NotFound):
+        models.get_endpoint("no-such-endpoint")
+
+
+def test_an_undeploy_sends_the_split_the_endpoint_keeps_and_a_model_with_traffic_needs_one(apis, models):
+    apis.add_version(MODEL)
+    apis.add_endpoint(ENDPOINT, traffic_split={"111": 90, "222": 10}, deployed_models=[
+        {"id": "111", "model": MODEL, "modelVersionId": "1"}, {"id": "222", "model": MODEL, "modelVersionId": "1"}])
+    # Vertex refuses to undeploy a model that still takes traffic when the request keeps it there
+    with pytest.raises(RuntimeError, match="still has 90% of the traffic") as refused:
+        models.undeploy("babyweight", "111", {})
+    assert not isinstance(refused.value, (NotFound, TransientError, AlreadyExists))
+    assert apis.received("POST", r":undeployModel$")[-1].answer["error"]["status"] == "FAILED_PRECONDITION"
+    with pytest.raises(RuntimeError, match="no DeployedModel of"):  # the split names the models kept
+        models.undeploy("babyweight", "111", {"333": 100})
+    assert len(apis.endpoints[ENDPOINT]["deployedModels"]) == 2
+
+    models.undeploy("babyweight", "111", {"222": 100})  # the canary is promoted
+    request = apis.received("POST", r":undeployModel$")[-1]
+    assert request.path == f"/v1/{ENDPOINT}:undeployModel"
+    assert request.body == {"deployedModelId": "111", "trafficSplit": {"222": 100}}
+    assert request.answer["name"].startswith(f"{ENDPOINT}/operations/")  # a long-running operation
+    assert models.get_endpoint("babyweight") == EndpointState((DeployedModel("222", MODEL, "1"),), {"222": 100})
+    with pytest.raises(NotFound):  # undeployed already (a redelivery)
+        models.undeploy("babyweight", "111", {"222": 100})
+    models.undeploy("babyweight", "222", {})  # the last model: the split ends empty
+    assert apis.received("POST", r":undeployModel$")[-1].body == {"deployedModelId": "222"}  # an empty map is unset
+    assert models.get_endpoint("babyweight") == EndpointState((), {})
+
+
+def test_aliases_move_to_the_version_from_the_versions_that_held_them(apis, models):
+    first = models.upload_version("babyweight", "gs://b/runs/run-1/train/model/", {"run_id": "run-1"})
+    second = models.upload_version("babyweight", "gs://b/runs/run-2/train/model/", {"run_id": "run-2"})
+    models.move_aliases(first, ["champion"])
+    assert apis.aliases(MODEL) == {"1": ["default", "champion"], "2": []}
+
+    models.move_aliases(second, ["champion", "default"])
+    request = apis.received("POST", r":mergeVersionAliases$")[-1]
+    assert request.path == f"/v1/{MODEL}@2:mergeVersionAliases"
+    assert request.body == {"versionAliases": ["champion", "default"]}
+    assert request.answer["versionId"] == "2" and request.answer["name"] == MODEL  # the Model answered
+    assert apis.aliases(MODEL) == {"1": [], "2": ["champion", "default"]}
+    models.move_aliases(second, ["champion", "default"])  # again (a redelivery): nothing changes
+    assert apis.aliases(MODEL) == {"1": [], "2": ["champion", "default"]}
+    assert models.get_version(f"{MODEL}@champion").version_id == "2"
+    with pytest.raises(NotFound):
+        models.move_aliases(ModelVersion(MODEL, "9"), ["champion"])
+
+
+def test_the_fake_registry_refuses_what_vertex_refuses_of_aliases(apis, models):
+    from google.api_core import exceptions as api
+
+    models.upload_version("babyweight", "gs://b/runs/run-1/train/model/", {"run_id": "run-1"})
+    client = models._models.get()
+    with pytest.raises(api.BadRequest, match="default version alias cannot be removed"):
+        client.merge_version_aliases(name=f"{MODEL}@1", version_aliases=["-default"])
+    with pytest.raises(api.BadRequest, match="must match"):
+        client.merge_version_aliases(name=f"{MODEL}@1", version_aliases=["Champion"])
+    with pytest.raises(api.BadRequest, match="must name a version"):
+        client.merge_version_aliases(name=MODEL, version_aliases=["champion"])
+    assert apis.aliases(MODEL) == {"1": ["default"]}
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -221,8 +334,15 @@ CALLS = {
     "upload_version": (r"models:upload$", lambda p: p["models"].upload_version(
         "babyweight", "gs://x/model/", {"run_id": "run-e"})),
     "start_deploy": (r":deployModel$", lambda p: p["models"].start_deploy(
-        ModelVersion(f"{PARENT}/models/babyweight", "1"), "babyweight", 100, "run-e")),
+        ModelVersion(MODEL, "1"), "babyweight", {"0": 100}, "run-e")),
+    "get_version": (r"/models/babyweight@1$", lambda p: p["models"].get_version(f"{MODEL}@1")),
+    "get_endpoint": (r"/endpoints/babyweight$", lambda p: p["models"].get_endpoint("babyweight")),
+    # a model with no traffic: undeploying it again after the retry is NotFound, so it is not deployed
+    "undeploy": (r":undeployModel$", lambda p: p["models"].undeploy("babyweight", "111", {})),
+    "move_aliases": (r":mergeVersionAliases$", lambda p: p["models"].move_aliases(
+        ModelVersion(MODEL, "1"), ["champion", "default"])),
 }
+GETS = {"get_version", "get_endpoint"}
 
 
 @pytest.mark.parametrize("status, kind", [
@@ -232,10 +352,10 @@ CALLS = {
 @pytest.mark.parametrize("call", sorted(CALLS))
 def test_api_errors_arrive_as_the_platform_kinds_with_the_api_message(apis, dataflow, vertex_jobs, models,
                                                                       call, status, kind):
-    apis.models[f"{PARENT}/models/babyweight"] = [{"name": f"{PARENT}/models/babyweight", "versionId": "1",
-                                                   "displayName": "babyweight"}]
+    apis.add_version(MODEL)
+    apis.add_endpoint(ENDPOINT, traffic_split={}, deployed_models=[{"id": "111", "model": MODEL, "modelVersionId": "1"}])
     path, invoke = CALLS[call]
-    apis.fail("POST", path, status, message=f"the fake says {status}")
+    apis.fail("GET" if call in GETS else "POST", path, status, message=f"the fake says {status}")
     with pytest.raises(kind, match=f"the fake says {status}") as raised:
         invoke({"dataflow": dataflow, "vertex_jobs": vertex_jobs, "models": models})
     if kind is RuntimeError:  # a bug or misconfiguration, not one of the kinds stages handle
@@ -342,17 +462,123 @@ def _ledger_state(platform: Platform, run_id: str) -> str:
     return status.state.value
 
 
-def test_a_run_goes_from_request_to_deployment_through_the_cloud_adapters(apis, storage):
+class _PubsubStandIn:
+    """The local Cloud Tasks' `deliver`: Pub/Sub's publish endpoint, recording each request."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self._arrived = threading.Condition()
+
+    def __call__(self, request: dict) -> int:
+        with self._arrived:
+            self.requests.append(request)
+            self._arrived.notify_all()
+        return 200
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict]:
+        with self._arrived:
+            assert self._arrived.wait_for(lambda: len(self.requests) >= count, timeout), \
+                f"{count} deliveries expected within {timeout} s, got {len(self.requests)}"
+            return list(self.requests)
+
+
+class _Answer:
+    def __init__(self, body: dict):
+        self.status_code, self._body = 200, body
+
+    def json(self) -> dict:
+        return self._body
+
+
+class _MonitoringSession:
+    """Cloud Monitoring's projects.timeSeries.list for MonitoringServingMetrics' `session`: the
+    series of Vertex AI's prediction metrics for the figures set per deployed model, each answer
+    held against the method's response schema in the monitoring v3 discovery document."""
+
+    def __init__(self, endpoint_id: str):
+        self.endpoint_id = endpoint_id
+        self.figures: dict[str, dict] = {}
+        self.calls: list[dict] = []
+
+    def get(self, url, params=None, timeout=None):
+        from functions.serving_metrics import PREDICTION_COUNT, PREDICTION_LATENCIES
+
+        assert url == f"https://monitoring.googleapis.com/v3/projects/{PROJECT}/timeSeries"
+        assert f'resource.labels.endpoint_id = "{self.endpoint_id}"' in params["filter"]
+        self.calls.append(dict(params))
+        metric = params["filter"].split('"')[1]
+        interval = {"startTime": params["interval.startTime"], "endTime": params["interval.endTime"]}
+        series = []
+        for deployed_model_id, figures in self.figures.items():
+            labels = {"deployed_model_id": deployed_model_id}
+            if metric == PREDICTION_LATENCIES:
+                kind, value = ("GAUGE", "DOUBLE"), {"doubleValue": figures["latency_p99_ms"]}
+                labels["latency_type"] = "total"
+            else:
+                count = figures["requests" if metric == PREDICTION_COUNT else "errors"]
+                kind, value = ("DELTA", "INT64"), {"int64Value": str(count)}
+            series.append({"metric": {"type": metric, "labels": labels},
+                           "resource": {"type": "aiplatform.googleapis.com/Endpoint",
+                                        "labels": {"resource_container": PROJECT, "location": CONFIG.region,
+                                                   "endpoint_id": self.endpoint_id}},
+                           "metricKind": kind[0], "valueType": kind[1],
+                           "points": [{"interval": interval, "value": value}]})
+        answer = {"timeSeries": series} if series else {}
+        assert discovery.response_errors("monitoring.projects.timeSeries.list", answer) == []
+        return _Answer(answer)
+
+
+@pytest.fixture
+def cloud_tasks():
+    """The local Cloud Tasks on 127.0.0.1 with the release queue, delivering to a Pub/Sub stand-in."""
+    from local_cloud.tasks.http import CloudTasksServer
+    from local_cloud.tasks.service import CloudTasksService
+
+    pubsub = _PubsubStandIn()
+    server = CloudTasksServer(CloudTasksService(pubsub))
+    try:
+        server.service.create_queue(PARENT, {"name": request_bodies.tasks_queue_path(CONFIG)})
+        yield server, pubsub
+    finally:
+        server.close()
+
+
+def _received(event: dict):
+    """The CloudEvent functions-framework hands an entry point for this event."""
+    from cloudevents.http import from_http
+
+    headers = {f"ce-{key}": value for key, value in event.items() if key not in ("data", "datacontenttype")}
+    headers["Content-Type"] = event["datacontenttype"]
+    return from_http(headers, json.dumps(event["data"]))
+
+
+def test_a_run_goes_from_request_to_deployment_through_the_cloud_adapters(apis, storage, cloud_tasks):
+    """Request, preprocessing, training, the gate, a canary beside the serving model, the bake's
+    end scheduled on Cloud Tasks and delivered as Pub/Sub's publish, the serving figures read from
+    Cloud Monitoring, and the promotion: each API through its real client (MonitoringServingMetrics
+    through a stand-in session)."""
+    from local_cloud.tasks.pubsub_target import parse_pubsub_publish
+    from functions.serving_metrics import MonitoringServingMetrics
+
+    tasks_server, pubsub = cloud_tasks
     credentials = _credentials()
+    monitoring = _MonitoringSession(CONFIG.endpoint_id)
     platform = Platform(
         storage=storage,
         jobs=GcpJobs(DataflowJobs(CONFIG, api_endpoint=apis.url, credentials=credentials),
                      VertexJobs(CONFIG, api_endpoint=apis.url, credentials=credentials)),
         models=VertexModels(CONFIG, api_endpoint=apis.url, credentials=credentials),
+        tasks=CloudTasksScheduler(CONFIG, api_endpoint=tasks_server.url, credentials=credentials, plain_http=True),
+        metrics=MonitoringServingMetrics(PROJECT, session=monitoring),
     )
-    apis.add_endpoint(ENDPOINT, traffic_split={"111": 100}, deployed_models=[{"id": "111", "model": "old@1"}])
+    # The model that serves: version 1, at all of the endpoint's traffic.
+    champion_uri = f"gs://{BUCKET}/runs/run-0/train/model/"
+    apis.add_version(MODEL, champion_uri, {"run_id": "run-0", "gate": "blessed"}, aliases=["champion"])
+    apis.add_endpoint(ENDPOINT, traffic_split={"111": 100},
+                      deployed_models=[{"id": "111", "model": MODEL, "modelVersionId": "1", "displayName": "run-0"}])
+    # A bake of one second (the request may shorten it), so that the task falls due in the test.
     trigger = StartMessage(event_id=f"m-{uuid.uuid4().hex}", event_time=NOW, topic="mlrelay-start",
-                           message_id=uuid.uuid4().hex, data=b'{"limit": 2000}')
+                           message_id=uuid.uuid4().hex, data=b'{"limit": 2000, "release": {"bakeSeconds": 1}}')
 
     started = start.start_run(CONFIG, platform, trigger)
     assert started.action == "launched"
@@ -372,29 +598,82 @@ def test_a_run_goes_from_request_to_deployment_through_the_cloud_adapters(apis, 
     assert training.start_training(CONFIG, platform, written).action == "launched"
     assert training.start_training(CONFIG, platform, written).action == "duplicate"
     (job_id,) = apis.custom_jobs
-    assert apis.custom_jobs[job_id]["labels"] == {"run_id": run_id}
+    job = apis.custom_jobs[job_id]
+    assert job["labels"] == {"run_id": run_id}
+    args = job["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"]
+    # the serving model, found through the endpoint and the registry, is scored beside the candidate
+    assert args[args.index("--champion-model-dir") + 1] == champion_uri
     assert _ledger_state(platform, run_id) == "training"
 
-    # The training job ends; its log line reaches the third function.
+    # The training job ends, having written its metrics and the comparison the gate reads.
     storage.write(f"runs/{run_id}/train/metrics.json", b'{"eval_rmse": 1.05}')
+    slices = {"plurality=Single(1)": (1.04, 1.05, 371), "gestation_weeks<37": (1.31, 1.33, 41),
+              "is_male=Unknown": (1.12, 1.13, 35), "plurality=Twins(2)": (1.5, 1.4, 12)}  # too small to judge
+    storage.write(f"runs/{run_id}/train/comparison.json", json.dumps({
+        "format": "mlrelay-model-comparison/1", "eval_rows": 400, "mean_baseline_rmse": 1.32,
+        "candidate": {"rmse": 1.05, "slices": {k: {"rmse": c, "rows": n} for k, (c, _, n) in slices.items()}},
+        "champion": {"artifact_uri": champion_uri, "rmse": 1.06,
+                     "slices": {k: {"rmse": h, "rows": n} for k, (_, h, n) in slices.items()}},
+    }).encode())
     apis.set_job_state(job_id, "JOB_STATE_SUCCEEDED")
     ended = JobEnded("e-2", JobTerminal(JobKind.VERTEX_CUSTOM_JOB, job_id, JobOutcome.SUCCEEDED))
     deploying = training.finish_training(CONFIG, platform, ended)
     assert deploying.action == "launched"
     assert training.finish_training(CONFIG, platform, ended).action == "duplicate"
     (upload,) = apis.received("POST", "models:upload")
+    assert upload.body["parentModel"] == MODEL  # a new version of the serving model
     assert upload.body["model"]["artifactUri"] == f"gs://{BUCKET}/runs/{run_id}/train/model/"
+    assert upload.body["model"]["labels"] == {"run_id": run_id, "gate": "blessed"}
     (deploy_call,) = apis.received("POST", ":deployModel")
-    assert deploy_call.body["trafficSplit"] == {"0": 100, "111": 0}
+    assert deploy_call.body["deployedModel"]["model"] == f"{MODEL}@2"
+    assert deploy_call.body["trafficSplit"] == {"0": 10, "111": 90}  # a canary beside the champion
     assert _ledger_state(platform, run_id) == "deploying"
 
-    # The deployment's audit line arrives later, in another invocation.
+    # The deployment's audit line arrives later, in another invocation: the bake starts.
     operation = deploying.extra["operation"]
-    deployed_id = apis.finish_deploy(operation)
-    assert deploy.finish_deploy(CONFIG, platform, operation, "e-3").action == "recorded"
-    assert deploy.finish_deploy(CONFIG, platform, operation, "e-3").action == "duplicate"
+    canary = apis.finish_deploy(operation)
+    baking = deploy.finish_deploy(CONFIG, platform, operation, "e-3")
+    assert baking.action == "recorded"
+    assert deploy.finish_deploy(CONFIG, platform, operation, "e-3").action == "duplicate"  # the task: 409
+    assert _ledger_state(platform, run_id) == "baking"
+    assert apis.endpoints[ENDPOINT]["trafficSplit"] == {"111": 90, canary: 10}
+    (task,) = tasks_server.service.list_tasks(request_bodies.tasks_queue_path(CONFIG), "FULL")["tasks"]
+    assert task["name"] == f"{request_bodies.tasks_queue_path(CONFIG)}/tasks/bake-end-{run_id}"
+    assert parse_timestamp(task["scheduleTime"]) == parse_timestamp(
+        datetime.fromisoformat(baking.extra["bake_ends"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    assert task["httpRequest"]["url"] == (f"https://pubsub.googleapis.com/v1/projects/{PROJECT}/topics/"
+                                          f"{CONFIG.release_topic}:publish")
+    assert task["httpRequest"]["oauthToken"]["serviceAccountEmail"] == request_bodies.release_publisher(CONFIG)
+
+    # While it bakes, both models serve; Cloud Monitoring has their figures.
+    monitoring.figures = {canary: {"requests": 118, "errors": 0, "latency_p99_ms": 41.5},
+                          "111": {"requests": 1062, "errors": 2, "latency_p99_ms": 39.0}}
+    (request,) = pubsub.wait_for(1)  # the bake's end falls due: Cloud Tasks calls Pub/Sub's publish
+    publish = parse_pubsub_publish(request)
+    assert publish.topic == f"projects/{PROJECT}/topics/{CONFIG.release_topic}"
+    (message,) = publish.messages
+    event = message_published(f"//pubsub.googleapis.com/{publish.topic}", message.data, message_id="4001",
+                              attributes=message.attributes)
+    bake = decode_release(_received(event))
+    assert isinstance(bake, BakeEnded) and (bake.run_id, bake.candidate, bake.champion) == (run_id, canary, "111")
+
+    promoted = release.end_bake(CONFIG, platform, bake)
+    assert (promoted.action, promoted.detail) == ("recorded", "promoted")
+    assert release.end_bake(CONFIG, platform, bake).action == "duplicate"
+    assert len(monitoring.calls) == 3  # requests, errors, p99 latency: each once, for the decision
+    assert monitoring.calls[0]["interval.startTime"] <= bake.bake_started.astimezone(timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+    (undeploy_call,) = apis.received("POST", ":undeployModel")
+    assert undeploy_call.body == {"deployedModelId": "111", "trafficSplit": {canary: 100}}
+    (aliases_call,) = apis.received("POST", ":mergeVersionAliases")
+    assert aliases_call.path == f"/v1/{MODEL}@2:mergeVersionAliases"
+    assert apis.aliases(MODEL) == {"1": [], "2": ["champion", "default"]}
+    assert apis.endpoints[ENDPOINT]["trafficSplit"] == {canary: 100}
+    assert [d["id"] for d in apis.endpoints[ENDPOINT]["deployedModels"]] == [canary]
     assert _ledger_state(platform, run_id) == "deployed"
-    assert apis.endpoints[ENDPOINT]["trafficSplit"] == {deployed_id: 100}
+    last = RunStore(storage, BUCKET).releases()[-1]
+    assert (last["action"], last["run_id"], last["model_version"]) == ("promoted", run_id, f"{MODEL}@2")
+    assert last["from"] == {"111": 90, canary: 10} and last["to"] == {canary: 100} and last["retired"] == ["111"]
 
 
 # --- configuration and cold start ---------------------------------------------------------------
@@ -425,12 +704,12 @@ def test_the_functions_and_the_cloud_platform_load_without_the_google_clients():
         "from functions.config import Config\n"
         "p = build_platform(Config(platform='gcp', flex_template='gs://b/t.json', training_image='europe-west4-docker.pkg.dev/p/mlrelay/trainer:1',"
         " serving_image='europe-west4-docker.pkg.dev/p/mlrelay/server:1'))\n"
-        "print(type(p.storage).__name__, type(p.jobs).__name__, type(p.models).__name__)\n"
+        "print(*(type(x).__name__ for x in (p.storage, p.jobs, p.models, p.tasks, p.metrics)))\n"
         "print(sorted(m for m in sys.modules if m.startswith(('google.cloud.storage', 'google.cloud.aiplatform',"
-        " 'google.cloud.dataflow'))))\n"
+        " 'google.cloud.dataflow', 'google.cloud.tasks', 'google.auth'))))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     kinds, loaded = result.stdout.splitlines()
-    assert kinds == "GcsStorage GcpJobs VertexModels"
+    assert kinds == "GcsStorage GcpJobs VertexModels CloudTasksScheduler MonitoringServingMetrics"
     assert loaded == "[]"

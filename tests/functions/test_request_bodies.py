@@ -50,27 +50,21 @@ def test_model_upload_and_deploy_are_the_same_from_both_sides(apis):
     cloud_side.upload_version("babyweight", "gs://b/runs/first/train/model/", {"run_id": "first"})
     for side in (cloud_side, local_side):
         version = side.upload_version("babyweight", f"gs://b/runs/{RUN}/train/model/", {"run_id": RUN})
-        side.start_deploy(version, "babyweight", 10, RUN)
+        side.start_deploy(version, "babyweight", {"0": 10, "111": 90}, RUN)  # a canary beside the champion
     create, add_cloud, add_local = bodies(apis, "POST", r"models:upload$")
     assert create["modelId"] == "babyweight"
     assert add_cloud == add_local and add_cloud["parentModel"] == f"{PARENT}/models/babyweight"
     cloud_deploy, local_deploy = bodies(apis, "POST", r":deployModel$")
     assert cloud_deploy["deployedModel"]["dedicatedResources"] == local_deploy["deployedModel"]["dedicatedResources"]
-    assert cloud_deploy["trafficSplit"] == {"0": 10, "111": 90}
-    assert local_deploy["trafficSplit"]["0"] == 10 and sum(local_deploy["trafficSplit"].values()) == 100
+    # the stage decides the whole split (functions.release.rollout); both sides send it as given
+    assert cloud_deploy["trafficSplit"] == local_deploy["trafficSplit"] == {"0": 10, "111": 90}
 
 
-@pytest.mark.parametrize("percent, current, expected", [
-    (100, {}, {"0": 100}),
-    (100, {"7": 100}, {"0": 100, "7": 0}),
-    (10, {"7": 100}, {"0": 10, "7": 90}),
-    (10, {"7": 50, "8": 50, "9": 0}, {"0": 10, "7": 45, "8": 45, "9": 0}),
-    (25, {"7": 2, "8": 1}, {"0": 25, "7": 50, "8": 25}),
-    (30, {"7": 1, "8": 1, "9": 1}, {"0": 30, "7": 24, "8": 23, "9": 23}),
-])
-def test_the_new_model_takes_its_share_and_the_rest_keep_theirs_in_proportion(percent, current, expected):
-    split = request_bodies.traffic_split_with(percent, current)
-    assert split == expected and sum(split.values()) == 100
+@pytest.mark.parametrize("split", [{"0": 100}, {"0": 10, "7": 90}])
+def test_the_deploy_request_carries_the_split_it_is_given(split):
+    version = ModelVersion("projects/p/locations/r/models/m", "2")
+    body = request_bodies.deploy_model(CONFIG, version, RUN, split)
+    assert body["trafficSplit"] == split and body["trafficSplit"] is not split
 
 
 def test_optional_fields_are_sent_only_when_configured():
@@ -86,5 +80,5 @@ def test_optional_fields_are_sent_only_when_configured():
     container = job["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]
     assert container == {"imageUri": "mlrelay-trainer:local", "command": ["python", "-m", "trainer.task"],
                          "args": ["--manifest", "gs://m"]}
-    deploy = request_bodies.deploy_model(bare, ModelVersion("projects/p/locations/r/models/m", "2"), RUN, 100, {})
+    deploy = request_bodies.deploy_model(bare, ModelVersion("projects/p/locations/r/models/m", "2"), RUN, {"0": 100})
     assert deploy["deployedModel"]["model"] == "projects/p/locations/r/models/m@2"
