@@ -93,7 +93,7 @@ class PollingOrchestrator:
             raise PolledRunFailed(f"training job {job.job_id} ended {ended.state}: {ended.error}")
         with self._registry:
             version = models.upload_version(MODEL_NAME, config.uri(f"{base}/train/model/"), labels)
-            operation = models.start_deploy(version, ENDPOINT_ID, 100, run_id)
+            operation = models.start_deploy(version, ENDPOINT_ID, {"0": 100}, run_id)
         run.operation = operation.name
         run.launched["deploying"] = _now()
 

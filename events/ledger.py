@@ -8,12 +8,16 @@ the run's current state and per-stage times.
 Run states and the transitions a run may take:
 
     requested ──► preprocessing ──► training ──► deploying ──► deployed
-        │               │              │             │
-        ├─► rejected    │              ├─► rejected  │           (rejected: bad request, or a
-        └─► failed  ◄───┴──────────────┴─► failed ◄──┘            model that fails its check)
+        │               │              │             │    ▲
+        │               │              │             ▼    │ promoted
+        │               │              │           baking ┴──► rolled-back
+        ├─► rejected ◄──┤              ├─► rejected  │           (rejected: bad request, data
+        └─► failed  ◄───┴──────────────┴─► failed ◄──┘            outside its bounds, or the gate)
 
-A run's first record is `requested` (or `rejected`, for a request refused on arrival). `deployed`,
-`rejected` and `failed` are terminal. Repeating the current state is legal (a redelivery).
+A run's first record is `requested` (or `rejected`, for a request refused on arrival). A blessed
+candidate beside a champion bakes as a canary (`baking`, in the release stage) before it is
+promoted (`deployed`) or rolled back. `deployed`, `rejected`, `rolled-back` and `failed` are
+terminal. Repeating the current state is legal (a redelivery).
 Folding rules:
 - the earliest terminal record decides the outcome: records written later by redeliveries (a
   second `training`, a late `preprocessing`) never reopen a finished run, and a later terminal
@@ -43,13 +47,15 @@ class RunState(StrEnum):
     PREPROCESSING = "preprocessing"
     TRAINING = "training"
     DEPLOYING = "deploying"
+    BAKING = "baking"
     DEPLOYED = "deployed"
     REJECTED = "rejected"
+    ROLLED_BACK = "rolled-back"
     FAILED = "failed"
 
 
-TERMINAL_STATES = frozenset({RunState.DEPLOYED, RunState.REJECTED, RunState.FAILED})
-STAGES = ("request", "preprocess", "train", "deploy")
+TERMINAL_STATES = frozenset({RunState.DEPLOYED, RunState.REJECTED, RunState.ROLLED_BACK, RunState.FAILED})
+STAGES = ("request", "preprocess", "train", "deploy", "release")
 
 # The stage a state belongs to; terminal failures may happen in any stage.
 _STATE_STAGES: dict[RunState, frozenset[str]] = {
@@ -57,19 +63,25 @@ _STATE_STAGES: dict[RunState, frozenset[str]] = {
     RunState.PREPROCESSING: frozenset({"preprocess"}),
     RunState.TRAINING: frozenset({"train"}),
     RunState.DEPLOYING: frozenset({"deploy"}),
-    RunState.DEPLOYED: frozenset({"deploy"}),
+    RunState.BAKING: frozenset({"release"}),
+    RunState.DEPLOYED: frozenset({"deploy", "release"}),
+    RunState.ROLLED_BACK: frozenset({"release"}),
     RunState.REJECTED: frozenset({"request", "train", "deploy"}),
     RunState.FAILED: frozenset(STAGES),
 }
-_PROGRESS = {RunState.REQUESTED: 0, RunState.PREPROCESSING: 1, RunState.TRAINING: 2, RunState.DEPLOYING: 3}
+_PROGRESS = {RunState.REQUESTED: 0, RunState.PREPROCESSING: 1, RunState.TRAINING: 2, RunState.DEPLOYING: 3,
+             RunState.BAKING: 4}
 INITIAL_STATES = frozenset({RunState.REQUESTED, RunState.REJECTED})
 LEGAL_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.REQUESTED: frozenset({RunState.PREPROCESSING, RunState.REJECTED, RunState.FAILED}),
-    RunState.PREPROCESSING: frozenset({RunState.TRAINING, RunState.FAILED}),
+    # rejected: the data check refuses the manifest's counts before any training is launched
+    RunState.PREPROCESSING: frozenset({RunState.TRAINING, RunState.REJECTED, RunState.FAILED}),
     RunState.TRAINING: frozenset({RunState.DEPLOYING, RunState.REJECTED, RunState.FAILED}),
-    RunState.DEPLOYING: frozenset({RunState.DEPLOYED, RunState.FAILED}),
+    RunState.DEPLOYING: frozenset({RunState.DEPLOYED, RunState.BAKING, RunState.REJECTED, RunState.FAILED}),
+    RunState.BAKING: frozenset({RunState.DEPLOYED, RunState.ROLLED_BACK, RunState.FAILED}),
     RunState.DEPLOYED: frozenset(),
     RunState.REJECTED: frozenset(),
+    RunState.ROLLED_BACK: frozenset(),
     RunState.FAILED: frozenset(),
 }
 

@@ -19,9 +19,14 @@ LOCAL_SERVING_IMAGE = "mlrelay-server:local"
 ENV_NAMES = {
     "platform": "PLATFORM", "project": "PROJECT", "region": "REGION", "bucket": "BUCKET",
     "start_topic": "START_TOPIC", "job_events_topic": "JOB_EVENTS_TOPIC",
-    "dead_letter_topic": "DEAD_LETTER_TOPIC", "model_name": "MODEL_NAME", "endpoint_id": "ENDPOINT_ID",
-    "traffic_percent": "TRAFFIC_PERCENT", "default_source": "DEFAULT_SOURCE",
+    "dead_letter_topic": "DEAD_LETTER_TOPIC", "release_topic": "RELEASE_TOPIC",
+    "model_name": "MODEL_NAME", "endpoint_id": "ENDPOINT_ID", "default_source": "DEFAULT_SOURCE",
+    "canary_percent": "CANARY_PERCENT", "bake_seconds": "BAKE_SECONDS",
+    "gate_min_improvement": "GATE_MIN_IMPROVEMENT", "gate_tolerance": "GATE_TOLERANCE",
+    "gate_slice_tolerance": "GATE_SLICE_TOLERANCE",
+    "tasks_queue": "TASKS_QUEUE", "tasks_service_account": "TASKS_SA",
     "local_root": "LOCAL_ROOT", "local_api": "LOCAL_API", "local_models_api": "LOCAL_MODELS_API",
+    "local_tasks_api": "LOCAL_TASKS_API",
     "dataflow_service_account": "DATAFLOW_SA", "training_service_account": "TRAINING_SA",
     "training_image": "TRAINING_IMAGE", "serving_image": "SERVING_IMAGE",
     "flex_template": "FLEX_TEMPLATE",
@@ -42,11 +47,20 @@ class Config:
     start_topic: str = "mlrelay-start"
     job_events_topic: str = "mlrelay-job-events"
     dead_letter_topic: str = "mlrelay-dead-letter"
+    # The bake's end: a Cloud Tasks task on `tasks_queue` publishes here, as `tasks_service_account`.
+    release_topic: str = "mlrelay-release"
     model_name: str = "babyweight"
     endpoint_id: str = "babyweight"
-    # Percent of the endpoint's traffic the newly deployed version takes (the rest stays on the
-    # version that served before). 100 replaces the serving version outright.
-    traffic_percent: int = 100
+    # The release policy's settings (functions.release.policy gives each reason): the share of
+    # traffic a blessed candidate takes beside the champion while it bakes, for how long, and the
+    # gate's bounds. A run request's "release" object may override them for one run.
+    canary_percent: int = 10
+    bake_seconds: int = 900
+    gate_min_improvement: float = 0.05
+    gate_tolerance: float = 0.003
+    gate_slice_tolerance: float = 0.02
+    tasks_queue: str = "mlrelay-release"
+    tasks_service_account: str = ""
     # The source preprocessing reads when a request names none: "bigquery" in the cloud, an object
     # of the bucket locally.
     default_source: str = "data/natality.parquet"
@@ -54,6 +68,7 @@ class Config:
     local_root: str = ""
     local_api: str = ""
     local_models_api: str = ""
+    local_tasks_api: str = ""
     # gcp: accounts, images and the template deploy.sh provisions.
     dataflow_service_account: str = ""
     training_service_account: str = ""
@@ -85,18 +100,32 @@ class Config:
             values["project"] = env["GOOGLE_CLOUD_PROJECT"]
         values.setdefault("default_source", "bigquery" if platform == "gcp" else cls.default_source)
         try:
-            for field in ("traffic_percent", "max_workers"):
-                if field in values:
-                    values[field] = int(values[field])
+            for name in ("canary_percent", "bake_seconds", "max_workers"):
+                if name in values:
+                    values[name] = int(values[name])
+            for name in ("gate_min_improvement", "gate_tolerance", "gate_slice_tolerance"):
+                if name in values:
+                    values[name] = float(values[name])
         except ValueError as exc:
             raise ConfigError(f"a numeric MLRELAY_ setting is not a number: {exc}") from None
         cfg = cls(**values)
-        if not 1 <= cfg.traffic_percent <= 100:
-            raise ConfigError(f"MLRELAY_TRAFFIC_PERCENT must be 1..100, not {cfg.traffic_percent}")
-        if platform == "local" and not (cfg.local_root and cfg.local_api and cfg.local_models_api):
-            raise ConfigError("local platform needs MLRELAY_LOCAL_ROOT, MLRELAY_LOCAL_API and "
-                              "MLRELAY_LOCAL_MODELS_API (set by `mlrelay up`)")
+        try:
+            cfg.release_policy()
+        except ValueError as exc:  # InvalidReleasePolicy names the setting and its range
+            raise ConfigError(f"MLRELAY_ release settings: {exc}") from None
+        if platform == "local" and not (cfg.local_root and cfg.local_api and cfg.local_models_api
+                                        and cfg.local_tasks_api):
+            raise ConfigError("local platform needs MLRELAY_LOCAL_ROOT, MLRELAY_LOCAL_API, "
+                              "MLRELAY_LOCAL_MODELS_API and MLRELAY_LOCAL_TASKS_API (set by `mlrelay up`)")
         return cfg
+
+    def release_policy(self):
+        """The release policy these settings make (functions.release.policy.ReleasePolicy)."""
+        from functions.release.policy import ReleasePolicy
+
+        return ReleasePolicy(min_improvement_over_mean=self.gate_min_improvement, tolerance=self.gate_tolerance,
+                             slice_tolerance=self.gate_slice_tolerance, canary_percent=self.canary_percent,
+                             bake_seconds=self.bake_seconds)
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces this configuration (for child processes and deploy.sh)."""

@@ -1,4 +1,4 @@
-"""The chain's three Cloud Functions (2nd gen, CloudEvent signature).
+"""The chain's four Cloud Functions (2nd gen, CloudEvent signature).
 
 Each entry point decodes its event into a typed trigger (functions.triggers), hands it to its
 stage (functions.stages) and logs one structured line. An event that is not what the trigger
@@ -14,7 +14,7 @@ import functions_framework
 
 from events.log_entries import JobKind
 from functions import bootstrap, triggers
-from functions.stages import deploy, preprocess, start, training
+from functions.stages import deploy, preprocess, release, start, training
 from functions.stages.result import Action, StageResult
 
 log = logging.getLogger("mlrelay.functions")
@@ -43,6 +43,19 @@ def on_training_complete(cloud_event) -> None:
     ended = triggers.decode_job_event(cloud_event)
     _report("on_training_complete", cloud_event,
             ended if isinstance(ended, triggers.NotForUs) else _job_ended(ended))
+
+
+@functions_framework.cloud_event
+def on_release_event(cloud_event) -> None:
+    """messagePublished on the release topic: a canary's bake ended (a Cloud Tasks task), or a rollback."""
+    asked = triggers.decode_release(cloud_event)
+    if isinstance(asked, triggers.NotForUs):
+        result: StageResult | triggers.NotForUs = asked
+    elif isinstance(asked, triggers.RollbackAsked):
+        result = release.roll_back(*bootstrap.context(), asked)
+    else:
+        result = release.end_bake(*bootstrap.context(), asked)
+    _report("on_release_event", cloud_event, result)
 
 
 def _job_ended(ended: triggers.JobEnded) -> StageResult:

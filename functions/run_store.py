@@ -9,9 +9,13 @@ through `RunStore`: the functions, the command line and the benchmarks alike. Th
     runs/<run_id>/events/<stamp>-<stage>.json   the run ledger, append-only
     runs/<run_id>/<stage>/_LAUNCHED             a stage's launch marker (functions.claim)
     runs/<run_id>/preprocess/...                CSV shards, then _MANIFEST.json
-    runs/<run_id>/train/                        the CustomJob's base output: model/, metrics.json
+    runs/<run_id>/train/                        the CustomJob's base output: model/, comparison.json,
+                                                metrics.json
     runs/<run_id>/deploy/_DEPLOYED              the run's deployment, recorded once
-    deployments/<operation>.json                which run a deploy operation belongs to
+    runs/<run_id>/release/_LAUNCHED             the run's release action (promote or roll back), once
+    deployments/<operation>.json                which run a deploy operation belongs to, and why
+    releases/<stamp>-<run_id>-<action>.json     every traffic change: who, when, why, from and to
+    rollbacks/<rollback>/_LAUNCHED, _DONE       a requested rollback's deploy and its end, once
 
 The path functions are pure, so an entry point can tell a manifest from any other object of the
 bucket without I/O.
@@ -34,6 +38,8 @@ from functions.platform import NotFound, Storage
 TRIGGER_PREFIX = "triggers/"
 RUNS_PREFIX = "runs/"
 DEPLOYMENTS_PREFIX = "deployments/"
+RELEASES_PREFIX = "releases/"
+ROLLBACKS_PREFIX = "rollbacks/"
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_METRICS_BYTES = 1 << 20
 
@@ -106,14 +112,32 @@ def metrics_name(run_id: str) -> str:
     return train_prefix(run_id) + "metrics.json"
 
 
+def comparison_name(run_id: str) -> str:
+    """The trainer's scores of the candidate and the champion on the same eval rows (the gate's input)."""
+    return train_prefix(run_id) + "comparison.json"
+
+
 def launch_marker_name(run_id: str, stage: str) -> str:
-    if stage not in ("preprocess", "train", "deploy"):
+    if stage not in ("preprocess", "train", "deploy", "release"):
         raise ValueError(f"stage {stage!r} launches nothing")
     return f"{run_prefix(run_id)}{stage}/_LAUNCHED"
 
 
 def deployed_marker_name(run_id: str) -> str:
     return run_prefix(run_id) + "deploy/_DEPLOYED"
+
+
+def rollback_marker_name(subject: str, step: str) -> str:
+    """A requested rollback's create-only markers: its deploy launched, its release recorded."""
+    if step not in ("launched", "done"):
+        raise ValueError(f"a rollback has no step {step!r}")
+    return f"{ROLLBACKS_PREFIX}{subject}/_{step.upper()}"
+
+
+def release_record_name(time: TimeLike, run_id: str, action: str) -> str:
+    if not re.fullmatch(r"[a-z-]+", action):
+        raise ValueError(f"release action {action!r} is not a lowercase word")
+    return f"{RELEASES_PREFIX}{sortable_stamp(time)}-{run_id}-{action}.json"
 
 
 def deployment_index_name(operation_name: str) -> str:
@@ -221,6 +245,10 @@ class RunStore:
         """The run's manifest, parsed; NotFound, or ValueError when it is not JSON."""
         return json.loads(self.storage.read(manifest_name(run_id), max_bytes=MAX_MANIFEST_BYTES))
 
+    def read_comparison(self, run_id: str) -> Any:
+        """comparison.json the trainer wrote, parsed; NotFound, or ValueError when it is not JSON."""
+        return json.loads(self.storage.read(comparison_name(run_id), max_bytes=MAX_METRICS_BYTES))
+
     def read_metrics(self, run_id: str) -> dict[str, Any]:
         """metrics.json the trainer wrote, or {} when there is none to read."""
         try:
@@ -231,9 +259,10 @@ class RunStore:
 
     # deployments
 
-    def index_deployment(self, operation_name: str, run_id: str, model_version: str) -> None:
-        """Remember which run a deploy operation belongs to: its end arrives as a log line."""
-        document = {"run_id": run_id, "operation": operation_name, "model_version": model_version}
+    def index_deployment(self, operation_name: str, run_id: str, model_version: str, **details: Any) -> None:
+        """Remember which run a deploy operation belongs to, and why it was started (`details`:
+        its kind, the champion beside it): its end arrives as a log line."""
+        document = {**details, "run_id": run_id, "operation": operation_name, "model_version": model_version}
         self.storage.write(deployment_index_name(operation_name), json.dumps(document).encode())
 
     def deployment(self, operation_name: str) -> dict[str, Any] | None:
@@ -246,3 +275,32 @@ class RunStore:
     def mark_deployed(self, run_id: str, deployment: dict[str, Any]) -> bool:
         """Record the run's deployment once; False when a redelivery recorded it already."""
         return self.storage.create(deployed_marker_name(run_id), json.dumps(deployment).encode())
+
+    def deployed_record(self, run_id: str) -> dict[str, Any] | None:
+        """What mark_deployed recorded for the run, or None."""
+        try:
+            return json.loads(self.storage.read(deployed_marker_name(run_id)))
+        except (NotFound, ValueError):
+            return None
+
+    def last_serving_run(self, other_than: str) -> RunStatus | None:
+        """The latest run whose model went into service (deployed), other than `other_than`."""
+        served = [s for s in self.statuses() if s.run_id != other_than and s.state.value == "deployed"]
+        return max(served, key=lambda s: s.updated, default=None)
+
+    # releases
+
+    def record_release(self, time: TimeLike, run_id: str, action: str, document: dict[str, Any]) -> None:
+        """One traffic change of the endpoint (create-only: a redelivery keeps the first record)."""
+        body = {**document, "run_id": run_id, "action": action}
+        self.storage.create(release_record_name(time, run_id, action), json.dumps(body, sort_keys=True).encode())
+
+    def releases(self) -> list[dict[str, Any]]:
+        """Every traffic change, oldest first."""
+        found = []
+        for name in self.storage.list(RELEASES_PREFIX):
+            try:
+                found.append(json.loads(self.storage.read(name, max_bytes=MAX_METRICS_BYTES)))
+            except (NotFound, ValueError):
+                continue
+        return found

@@ -16,6 +16,7 @@ from typing import Any
 from events.errors import InvalidEvent
 from events.log_entries import JobTerminal, classify, parse_log_entry
 from events.pubsub import GcsNotification, is_gcs_notification, parse_message_published, topic_from_source
+from events.run_id import is_run_id
 from events.storage import StorageObject
 from events.timestamps import parse_rfc3339
 from functions.run_store import manifest_run_id
@@ -130,3 +131,63 @@ def decode_job_event(cloud_event: Any) -> JobEnded | NotForUs:
     if terminal is None:
         return NotForUs("not a terminal job line")
     return JobEnded(cloud_event["id"], terminal)
+
+
+@dataclass(frozen=True)
+class BakeEnded:
+    """The canary's bake is over: the task scheduled at its start published this (run id, models)."""
+
+    event_id: str
+    run_id: str
+    candidate: str
+    champion: str | None
+    bake_started: datetime
+
+
+@dataclass(frozen=True)
+class RollbackAsked:
+    """A user asked (mlrelay rollback) to serve an earlier registered version again."""
+
+    event_id: str
+    to_version: str | None  # MODEL@VERSION; None: the version that served before the current one
+    requested_by: str
+
+
+def decode_release(cloud_event: Any) -> BakeEnded | RollbackAsked | NotForUs:
+    """messagePublished on the release topic: a bake's end or a rollback request, JSON in the data."""
+    event_id = cloud_event["id"]
+    try:
+        message = parse_message_published(cloud_event.data).message
+        body = json.loads(message.data or b"null")
+    except InvalidEvent as exc:
+        return NotForUs(f"not a Pub/Sub delivery: {exc}")
+    except (UnicodeDecodeError, ValueError) as exc:
+        return NotForUs(f"the release message is not JSON: {exc}")
+    if not isinstance(body, dict):
+        return NotForUs("the release message is not a JSON object")
+    action = body.get("action")
+    if action == "rollback":
+        to_version = body.get("to")
+        if to_version is not None and not _is_versioned_name(to_version):
+            return NotForUs(f"rollback 'to' must be MODEL@VERSION, not {str(to_version)[:80]!r}")
+        return RollbackAsked(event_id, to_version, str(body.get("requested_by") or "unknown"))
+    if action is not None:
+        return NotForUs(f"unknown release action {str(action)[:40]!r} (only 'rollback', or a bake's end)")
+    run_id, candidate, champion = body.get("run_id"), body.get("candidate"), body.get("champion")
+    if not (isinstance(run_id, str) and is_run_id(run_id)):
+        return NotForUs(f"a bake's end must name its run_id, not {str(run_id)[:80]!r}")
+    if not (isinstance(candidate, str) and candidate and (champion is None or isinstance(champion, str))):
+        return NotForUs("a bake's end must name its candidate (and champion) deployed model ids")
+    try:
+        started = parse_rfc3339(body.get("bake_started"))
+    except (InvalidEvent, ValueError, TypeError):
+        return NotForUs(f"a bake's end without its start time (bake_started {str(body.get('bake_started'))[:40]!r})")
+    return BakeEnded(event_id, run_id, candidate, champion, started)
+
+
+def _is_versioned_name(text: object) -> bool:
+    """MODEL@VERSION with both parts given."""
+    if not isinstance(text, str):
+        return False
+    model, _, version = text.rpartition("@")
+    return bool(model.strip()) and bool(version.strip())

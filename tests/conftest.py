@@ -38,10 +38,10 @@ def env(tmp_path):
     from functions.config import Config
     from functions.local_adapters import LocalStorage
     from functions.platform import Platform
-    from tests.fakes.platform import FakeJobs, FakeModels
+    from tests.fakes.platform import FakeJobs, FakeMetrics, FakeModels, FakeTasks
 
     config = Config(bucket="b", local_root=str(tmp_path), local_api="http://127.0.0.1:1")
-    return config, Platform(LocalStorage(tmp_path / "b"), FakeJobs(), FakeModels())
+    return config, Platform(LocalStorage(tmp_path / "b"), FakeJobs(), FakeModels(), FakeTasks(), FakeMetrics())
 
 
 @pytest.fixture

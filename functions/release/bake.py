@@ -123,8 +123,10 @@ def judge_bake(figures: Mapping[str, Any], candidate_id: str, champion_id: str |
         more = len(failed(checks)) - 1
         extra = f"; {more} more check{'s' if more != 1 else ''} failed" if more > 0 else ""
         return BakeVerdict(False, f"roll back: {problems[0]}{extra}", checks)
-    errors = "no requests" if rate is None else f"{percent(rate)} errors"
-    return BakeVerdict(True, f"promote: the canary served {canary.requests} requests with {errors} "
+    if rate is None:
+        return BakeVerdict(True, "promote: the canary served no requests during its bake, and a quiet endpoint "
+                                 "is no reason to hold it back (set min_requests to demand evidence)", checks)
+    return BakeVerdict(True, f"promote: the canary served {canary.requests} requests with {percent(rate)} errors "
                              f"(at most {percent(policy.max_error_rate)}) and {latency_text}", checks)
 
 

@@ -153,8 +153,8 @@ class FakeModels:
     def upload_version(self, model_name, artifact_uri, labels):
         return ModelVersion(f"projects/p/locations/l/models/{model_name}", "1")
 
-    def start_deploy(self, version, endpoint_id, traffic_percent, display_name):
-        self.deploys.append((version.versioned_name, endpoint_id, traffic_percent))
+    def start_deploy(self, version, endpoint_id, traffic_split, display_name):
+        self.deploys.append((version.versioned_name, endpoint_id, traffic_split))
         return DeployOperation("projects/p/locations/l/endpoints/e/operations/9", False)
 
     def get_operation(self, name):
@@ -164,20 +164,22 @@ class FakeModels:
 def test_the_poller_launches_each_stage_only_after_a_check_finds_the_last_one_done():
     sleeps: list[float] = []
     jobs, models = FakeJobs("JOB_STATE_SUCCEEDED"), FakeModels()
-    platform = Platform(storage=FakeStorage(manifest_after_checks=3), jobs=jobs, models=models)
+    platform = Platform(storage=FakeStorage(manifest_after_checks=3), jobs=jobs, models=models, tasks=None,
+                        metrics=None)  # the polled chain has no release stage
     orchestrator = polling.PollingOrchestrator(platform, Config(), 2.5, sleep=sleeps.append)
     run = orchestrator.run("polled-1", {"numTrainExamples": 500, "batchSize": 100})
     assert [launch[0] for launch in jobs.launched] == ["preprocess", "training"]
     assert jobs.launched[0][3] == {"polled_run": "polled-1"}, "a run_id label would make the chain's functions act"
     assert jobs.launched[1][1] == "gs://mlrelay/polled/polled-1/preprocess/_MANIFEST.json"
-    assert models.deploys == [("projects/p/locations/l/models/babyweight-polled@1", "babyweight-polled", 100)]
+    assert models.deploys == [("projects/p/locations/l/models/babyweight-polled@1", "babyweight-polled", {"0": 100})]
     assert run.polls == 3 + 2 + 1 and sleeps == [2.5] * run.polls
     times = [run.launched[state] for state in ("preprocessing", "training", "deploying", "deployed")]
     assert times == sorted(times)
 
 
 def test_a_failed_training_job_ends_the_polled_run_with_its_reason():
-    platform = Platform(storage=FakeStorage(1), jobs=FakeJobs("JOB_STATE_FAILED"), models=FakeModels())
+    platform = Platform(storage=FakeStorage(1), jobs=FakeJobs("JOB_STATE_FAILED"), models=FakeModels(), tasks=None,
+                        metrics=None)
     orchestrator = polling.PollingOrchestrator(platform, Config(), 1.0, sleep=lambda s: None)
     with pytest.raises(polling.PolledRunFailed, match="JOB_STATE_FAILED: boom"):
         orchestrator.run("polled-2", {})

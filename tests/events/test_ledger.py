@@ -121,7 +121,44 @@ def test_transition_table():
     assert is_legal_transition(RunState.TRAINING, RunState.TRAINING)
     assert is_legal_transition(RunState.TRAINING, RunState.REJECTED)
     assert not is_legal_transition(RunState.DEPLOYED, RunState.FAILED)
-    assert all(not LEGAL_TRANSITIONS[state] for state in (RunState.DEPLOYED, RunState.REJECTED, RunState.FAILED))
+    assert all(not LEGAL_TRANSITIONS[state] for state in (RunState.DEPLOYED, RunState.REJECTED,
+                                                          RunState.ROLLED_BACK, RunState.FAILED))
+
+
+@pytest.mark.parametrize("path, state, reason", [
+    # a blessed candidate beside a champion: a canary, then promoted or rolled back
+    ([("deploy", "deploying", 900), ("release", "baking", 1000), ("release", "deployed", 1900)], "deployed", None),
+    ([("deploy", "deploying", 900), ("release", "baking", 1000),
+      ("release", "rolled-back", 1900, "bake: roll back: errors")], "rolled-back", "bake: roll back: errors"),
+    ([("deploy", "deploying", 900), ("release", "baking", 1000), ("release", "failed", 1900, "canary gone")],
+     "failed", "canary gone"),
+    # the gate, or a canary already baking, stops the candidate after training
+    ([("deploy", "rejected", 900, "gate: not blessed")], "rejected", "gate: not blessed"),
+    # the data check stops a run whose manifest arrived, before any training
+    ([("train", "rejected", 250, "data check: data unlike")], "rejected", "data check: data unlike"),
+], ids=["promoted", "rolled-back", "canary-lost", "gate", "data-check"])
+def test_the_release_paths_fold_without_anomalies(path, state, reason):
+    events = HAPPY[:2] + ([HAPPY[2]] if path[0][0] != "train" else [])
+    for stage, name, seconds, *why in path:
+        events.append(record(stage, name, seconds, details={"reason": why[0]} if why else {}))
+    status = fold(events)
+    assert status.state is RunState(state) and status.terminal == (state != "baking")
+    assert status.anomalies == () and status.reason == reason
+    assert fold(list(reversed(events))) == status
+
+
+def test_a_baking_run_is_not_ended_and_its_release_stage_is_open():
+    status = fold(HAPPY[:4] + [record("release", "baking", 1000)])
+    assert status.state is RunState.BAKING and not status.terminal
+    assert status.stages["deploy"].end == at(1000) and status.stages["release"].end is None
+    late = fold(HAPPY[:4] + [record("release", "baking", 1000), record("deploy", "deploying", 1100)])
+    assert late.state is RunState.BAKING and late.anomalies == (), "a redelivered deploy never moves it back"
+
+
+def test_release_states_happen_only_in_their_stages():
+    for stage, state in [("train", "baking"), ("deploy", "rolled-back"), ("release", "rejected")]:
+        with pytest.raises(InvalidEvent, match="cannot happen in stage"):
+            record(stage, state, 1)
 
 
 def test_fold_refuses_nothing_or_mixed_runs():

@@ -8,7 +8,17 @@ from __future__ import annotations
 import threading
 import time
 
-from functions.platform import AlreadyExists, DeployOperation, JobRef, ModelVersion, TrainingJob
+from functions.platform import (
+    AlreadyExists,
+    DeployedModel,
+    DeployOperation,
+    EndpointState,
+    JobRef,
+    ModelVersion,
+    NotFound,
+    RegisteredVersion,
+    TrainingJob,
+)
 
 
 class FakeJobs:
@@ -53,11 +63,19 @@ class FakeJobs:
 
 
 class FakeModels:
+    """The registry and one endpoint: deploys end when a test calls `complete`, as the cloud's do later."""
+
     def __init__(self):
         self.model_created_concurrently = False
         self.uploads = []
         self.deploys = []
+        self.undeploys = []
+        self.alias_moves = []
         self.operations: dict[str, DeployOperation] = {}
+        self.deployed: list[DeployedModel] = []
+        self.split: dict[str, int] = {}
+        self.aliases: dict[str, set[str]] = {}  # version name -> aliases
+        self.endpoint_exists = True
 
     def upload_version(self, model_name, artifact_uri, labels):
         if self.model_created_concurrently:
@@ -73,11 +91,90 @@ class FakeModels:
                 return ModelVersion(f"projects/p/locations/r/models/{name}", str(i + 1))
         return None
 
-    def start_deploy(self, version, endpoint_id, traffic_percent, display_name):
-        self.deploys.append((version, endpoint_id, traffic_percent, display_name))
+    def get_version(self, versioned_name):
+        model, _, version_id = versioned_name.rpartition("@")
+        if not version_id.isdigit():  # MODEL@ALIAS: the version holding the alias
+            version_id = next((name.rpartition("@")[2] for name, held in self.aliases.items()
+                               if version_id in held and name.rpartition("@")[0] == model), "")
+        index = int(version_id) - 1 if version_id.isdigit() else -1
+        if not 0 <= index < len(self.uploads):
+            raise NotFound(f"no version {versioned_name}")
+        name, artifact_uri, labels = self.uploads[index]
+        return RegisteredVersion(model, version_id, artifact_uri, dict(labels),
+                                 tuple(sorted(self.aliases.get(versioned_name, ()))))
+
+    def start_deploy(self, version, endpoint_id, traffic_split, display_name):
+        # Vertex answers 400 to a split that names models not deployed or does not sum to 100.
+        _check_split(traffic_split, {"0"} | {d.id for d in self.deployed}, "deployModel")
+        self.deploys.append((version, endpoint_id, dict(traffic_split), display_name))
         name = f"projects/p/locations/r/endpoints/{endpoint_id}/operations/{len(self.deploys)}"
         self.operations[name] = DeployOperation(name)
         return self.operations[name]
 
+    def complete(self, name, error=""):
+        """End a deploy operation as the cloud would: the model joins the endpoint with its split."""
+        index = int(name.rsplit("/", 1)[1]) - 1
+        version, _, split, _ = self.deploys[index]
+        if self.operations[name].done:  # ended already: the cloud ends an operation once
+            return self.operations[name]
+        if error:
+            self.operations[name] = DeployOperation(name, done=True, error=error)
+            return self.operations[name]
+        new_id = f"dm{index + 1}"
+        self.deployed.append(DeployedModel(new_id, version.model, version.version_id))
+        self.split = {(new_id if k == "0" else k): v for k, v in split.items()}
+        self.operations[name] = DeployOperation(name, done=True, deployed_model_id=new_id)
+        return self.operations[name]
+
     def get_operation(self, name):
         return self.operations[name]
+
+    def get_endpoint(self, endpoint_id):
+        if not self.endpoint_exists:
+            raise NotFound(f"endpoint {endpoint_id}")
+        return EndpointState(tuple(self.deployed), dict(self.split))
+
+    def undeploy(self, endpoint_id, deployed_model_id, traffic_split):
+        if all(d.id != deployed_model_id for d in self.deployed):
+            raise NotFound(f"no deployed model {deployed_model_id}")
+        remaining = {d.id for d in self.deployed if d.id != deployed_model_id}
+        if remaining or traffic_split:  # the last model leaves an empty split
+            _check_split(traffic_split, remaining, "undeployModel")
+        self.undeploys.append((deployed_model_id, dict(traffic_split)))
+        self.deployed = [d for d in self.deployed if d.id != deployed_model_id]
+        self.split = dict(traffic_split)
+
+    def move_aliases(self, version, aliases):
+        self.alias_moves.append((version.versioned_name, list(aliases)))
+        for held in self.aliases.values():
+            held.difference_update(aliases)
+        self.aliases.setdefault(version.versioned_name, set()).update(aliases)
+
+
+def _check_split(split, known, method):
+    if not set(split) <= known or sum(split.values()) != 100 or any(v < 0 for v in split.values()):
+        raise ValueError(f"{method}: INVALID_ARGUMENT: traffic split {split} must give 100 % among {sorted(known)}")
+
+
+class FakeTasks:
+    def __init__(self):
+        self.scheduled: dict[str, tuple] = {}
+
+    def schedule_publish(self, task_id, topic, message, at):
+        if task_id in self.scheduled:
+            return False
+        self.scheduled[task_id] = (topic, message, at)
+        return True
+
+
+class FakeMetrics:
+    """Serving figures a test sets per deployed model; the windows asked for are recorded."""
+
+    def __init__(self):
+        self.figures_by_model: dict[str, dict] = {}
+        self.asked = []
+
+    def figures(self, endpoint_id, deployed_model_ids, start, end):
+        self.asked.append((endpoint_id, list(deployed_model_ids), start, end))
+        return {m: dict(self.figures_by_model.get(m, {"requests": 0, "errors": 0, "latency_p99_ms": None}))
+                for m in deployed_model_ids}

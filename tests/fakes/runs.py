@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 
 from events.log_entries import JobKind, JobTerminal, JobOutcome
 from events.manifest import MANIFEST_FORMAT
-from functions.run_store import manifest_name
+from functions.release.gate import COMPARISON_FORMAT
+from functions.run_store import comparison_name, manifest_name
 from functions.triggers import JobEnded, ManifestWritten, StartMessage, TriggerFile
 
 NOW = datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)
@@ -35,3 +36,15 @@ def write_manifest(storage, run_id: str, **override) -> ManifestWritten:
 
 def training_ended(job_id: str, outcome: JobOutcome = JobOutcome.SUCCEEDED, event_id: str = "e-end") -> JobEnded:
     return JobEnded(event_id, JobTerminal(JobKind.VERTEX_CUSTOM_JOB, job_id, outcome))
+
+
+def write_comparison(storage, run_id: str, candidate: float = 1.0, champion: float | None = None,
+                     champion_uri: str | None = None, mean: float = 2.0) -> dict:
+    """comparison.json as the trainer writes it: the candidate's RMSE on its eval rows, the mean
+    baseline's, and the champion's (`champion` None: the trainer was given no champion)."""
+    document = {"format": COMPARISON_FORMAT, "eval_rows": 400, "mean_baseline_rmse": mean,
+                "candidate": {"rmse": candidate, "slices": {}}, "champion": None}
+    if champion is not None:
+        document["champion"] = {"artifact_uri": champion_uri, "rmse": champion, "slices": {}}
+    storage.write(comparison_name(run_id), json.dumps(document).encode())
+    return document

@@ -20,10 +20,10 @@ from functions.local_adapters import LocalStorage
 from functions.platform import Platform
 from tests.fakes.fake_google_apis import FakeGoogleApis
 from tests.fakes.google_events import BUCKET
-from tests.fakes.platform import FakeJobs, FakeModels
+from tests.fakes.platform import FakeJobs, FakeMetrics, FakeModels, FakeTasks
 
 MAIN = Path(__file__).resolve().parents[2] / "functions" / "main.py"
-ENTRY_POINTS = ("start_pipeline", "on_preprocess_output", "on_training_complete")
+ENTRY_POINTS = ("start_pipeline", "on_preprocess_output", "on_training_complete", "on_release_event")
 
 
 class ReadRecordingStorage(LocalStorage):
@@ -44,6 +44,8 @@ class Cloud:
     storage: ReadRecordingStorage
     jobs: FakeJobs
     models: FakeModels
+    tasks: FakeTasks
+    metrics: FakeMetrics
 
     def objects(self) -> list[str]:
         """Every object of the bucket."""
@@ -53,9 +55,9 @@ class Cloud:
 @pytest.fixture
 def cloud(tmp_path, caplog):
     config = Config(bucket=BUCKET, local_root=str(tmp_path), local_api="http://127.0.0.1:1")
-    fake = Cloud(config, ReadRecordingStorage(tmp_path / BUCKET), FakeJobs(), FakeModels())
+    fake = Cloud(config, ReadRecordingStorage(tmp_path / BUCKET), FakeJobs(), FakeModels(), FakeTasks(), FakeMetrics())
     caplog.set_level(logging.INFO, logger="mlrelay.functions")
-    with bootstrap.override(config, Platform(fake.storage, fake.jobs, fake.models)):
+    with bootstrap.override(config, Platform(fake.storage, fake.jobs, fake.models, fake.tasks, fake.metrics)):
         yield fake
 
 

@@ -10,9 +10,14 @@ from functions.config import ENV_NAMES, Config, ConfigError
 
 def test_every_setting_has_a_variable_and_survives_the_round_trip():
     assert {f.name for f in fields(Config)} - {"extra"} == set(ENV_NAMES)
-    config = Config(platform="gcp", project="p", bucket="b", max_workers=7, traffic_percent=30,
+    config = Config(platform="gcp", project="p", bucket="b", max_workers=7, canary_percent=30, bake_seconds=60,
+                    gate_min_improvement=0.1, gate_tolerance=0.005, gate_slice_tolerance=0.03,
+                    release_topic="rel", tasks_queue="q", tasks_service_account="t@p.iam.gserviceaccount.com",
                     training_image="europe-west4-docker.pkg.dev/p/mlrelay/trainer:1")
     assert Config.from_env(config.to_env()) == config
+    policy = config.release_policy()
+    assert (policy.canary_percent, policy.bake_seconds, policy.min_improvement_over_mean, policy.tolerance,
+            policy.slice_tolerance) == (30, 60, 0.1, 0.005, 0.03)
 
 
 def test_the_platform_decides_the_default_source_and_bad_values_are_refused():
@@ -20,7 +25,11 @@ def test_the_platform_decides_the_default_source_and_bad_values_are_refused():
     assert Config.from_env({"MLRELAY_PLATFORM": "gcp", "GOOGLE_CLOUD_PROJECT": "x"}).project == "x"
     for env, words in [({"MLRELAY_PLATFORM": "aws"}, "MLRELAY_PLATFORM"),
                        ({"MLRELAY_PLATFORM": "gcp", "MLRELAY_MAX_WORKERS": "many"}, "not a number"),
-                       ({"MLRELAY_PLATFORM": "gcp", "MLRELAY_TRAFFIC_PERCENT": "0"}, "1..100"),
+                       ({"MLRELAY_PLATFORM": "gcp", "MLRELAY_CANARY_PERCENT": "0"},
+                        "canary_percent must be between 1 and 99"),
+                       ({"MLRELAY_PLATFORM": "gcp", "MLRELAY_CANARY_PERCENT": "100"}, "canary_percent"),
+                       ({"MLRELAY_PLATFORM": "gcp", "MLRELAY_BAKE_SECONDS": "15m"}, "not a number"),
+                       ({"MLRELAY_PLATFORM": "gcp", "MLRELAY_GATE_TOLERANCE": "-0.1"}, "tolerance must be"),
                        ({"MLRELAY_PLATFORM": "local"}, "MLRELAY_LOCAL_ROOT")]:
         with pytest.raises(ConfigError, match=words):
             Config.from_env(env)

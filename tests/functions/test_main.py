@@ -1,4 +1,4 @@
-"""The three entry points, called as the platform calls them: CloudEvents in binary content mode,
+"""The four entry points, called as the platform calls them: CloudEvents in binary content mode,
 built from Google's published event shapes (tests/fakes/google_events/), posted to
 functions-framework's test client.
 
@@ -18,8 +18,10 @@ from events.ledger import LedgerEvent, RunStatus, fold
 from functions.platform import TrainingJob, TransientError
 from tests.fakes.google_events import (
     BUCKET, GENERATION, LATER, PROJECT, WHEN, dataflow_job_message, deliver, google_event, job_events_message,
-    log_entry_message, object_finalized, run_request_message, trigger_notification, vertex_job_line,
+    log_entry_message, message_published, object_finalized, run_request_message, trigger_notification,
+    vertex_job_line,
 )
+from tests.fakes.runs import write_comparison
 
 REQUEST = b'{"limit": 1000, "numTrainExamples": 5000}'
 
@@ -300,6 +302,7 @@ def test_a_bad_manifest_fails_the_run_with_its_reason(clients, cloud, caplog, co
 def test_a_succeeded_training_job_is_registered_and_deployed_once(clients, cloud, caplog):
     run_id, job_id = a_run_in_training(clients, cloud)
     cloud.jobs.finish(job_id, "JOB_STATE_SUCCEEDED")
+    write_comparison(cloud.storage, run_id, candidate=1.0)  # the trainer's, with no champion to score
     line = vertex_job_line(job_id, "Job completed successfully.", job_state="SUCCEEDED")
 
     responses = [deliver(clients["on_training_complete"], log_entry_message(line, message_id))
@@ -308,10 +311,10 @@ def test_a_succeeded_training_job_is_registered_and_deployed_once(clients, cloud
     assert [r.status_code for r in responses] == [200, 200]
     (model, artifact_uri, labels), = cloud.models.uploads
     assert (model, artifact_uri, labels) == ("babyweight", f"gs://{BUCKET}/runs/{run_id}/train/model/",
-                                             {"run_id": run_id})
+                                             {"run_id": run_id, "gate": "blessed"})
     (version, endpoint, traffic, display_name), = cloud.models.deploys
     assert (version.versioned_name, endpoint, traffic, display_name) == (
-        "projects/p/locations/r/models/babyweight@1", "babyweight", 100, run_id)
+        "projects/p/locations/r/models/babyweight@1", "babyweight", {"0": 100}, run_id)  # the first: all traffic
     assert run_status(cloud, run_id).state == "deploying"
     assert [line["action"] for line in reports(caplog, "on_training_complete")] == ["launched", "duplicate"]
 
@@ -409,3 +412,74 @@ def test_a_failed_dataflow_job_fails_its_run(clients, cloud, line, reason):
     status = run_status(cloud, run_id)
     assert status.state == "failed" and reason in status.reason
     assert cloud.jobs.training_calls == []
+
+
+# --- on_release_event ----------------------------------------------------------------------------
+
+RELEASE_SOURCE = f"//pubsub.googleapis.com/projects/{PROJECT}/topics/mlrelay-release"
+
+
+def release_message(body: bytes, message_id: str = "6001") -> dict:
+    """A message of the release topic, as the bake's Cloud Tasks task (or mlrelay rollback) publishes it."""
+    return message_published(RELEASE_SOURCE, body, message_id=message_id, attributes={"origin": "bake-end"})
+
+
+def a_baking_canary(clients, cloud) -> str:
+    """A first run deployed, then a better one baking beside it (short bake): the baking run's id."""
+    from dataclasses import replace
+
+    from functions import bootstrap
+    from tests.functions.stages.chain import baking_canary, serving_champion
+
+    config, platform = bootstrap.context()
+    with bootstrap.override(replace(config, bake_seconds=5), platform):
+        config, platform = bootstrap.context()
+        serving_champion(config, platform)
+        run_id, _ = baking_canary(config, platform)
+    return run_id
+
+
+def test_a_bake_end_published_by_its_task_promotes_the_canary_once(clients, cloud, caplog):
+    run_id = a_baking_canary(clients, cloud)
+    (topic, body, _), = cloud.tasks.scheduled.values()
+    assert topic == "mlrelay-release"
+    cloud.metrics.figures_by_model.update({"dm2": {"requests": 50, "errors": 0, "latency_p99_ms": 30.0}})
+    event = release_message(json.dumps(body).encode())
+
+    responses = [deliver(clients["on_release_event"], event) for _ in range(2)]
+
+    assert [r.status_code for r in responses] == [200, 200]
+    assert run_status(cloud, run_id).state == "deployed"
+    assert [d.id for d in cloud.models.deployed] == ["dm2"] and cloud.models.split == {"dm2": 100}
+    assert [line["action"] for line in reports(caplog, "on_release_event")] == ["recorded", "duplicate"]
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"promote it", "not JSON"),
+    (b'["bake", "over"]', "not a JSON object"),
+    (b'{"candidate": "dm2", "bake_started": "2026-11-27T05:00:00Z"}', "must name its run_id"),
+    (b'{"action": "rollback", "to": "babyweight"}', "MODEL@VERSION"),
+], ids=["not-json", "array", "no-run-id", "rollback-bad-to"])
+def test_a_malformed_release_message_is_acknowledged_and_changes_nothing(clients, cloud, caplog, data, reason):
+    run_id = a_baking_canary(clients, cloud)
+    deploys, undeploys = list(cloud.models.deploys), list(cloud.models.undeploys)
+
+    response = deliver(clients["on_release_event"], release_message(data))
+
+    assert response.status_code == 200
+    (line,) = reports(caplog, "on_release_event")
+    assert line["action"] == "ignored" and reason in line["detail"]
+    assert run_status(cloud, run_id).state == "baking"
+    assert (cloud.models.deploys, cloud.models.undeploys) == (deploys, undeploys)
+
+
+def test_a_rollback_request_through_the_entry_point_deploys_the_earlier_version(clients, cloud, caplog):
+    a_baking_canary(clients, cloud)
+    body = json.dumps({"action": "rollback", "to": None, "requested_by": "alice"}).encode()
+
+    response = deliver(clients["on_release_event"], release_message(body, "6002"))
+
+    assert response.status_code == 200
+    (line,) = reports(caplog, "on_release_event")
+    # a canary is baking: the endpoint holds two models, a rollback would be a third
+    assert line["action"] == "rejected" and "a canary is baking" in line["detail"]

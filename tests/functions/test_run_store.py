@@ -128,3 +128,49 @@ def test_only_trigger_files_are_read_as_triggers(runs):
     assert runs.read_trigger("triggers/a.json", max_bytes=10) == b"{}"
     with pytest.raises(ValueError):
         runs.read_trigger(run_store.request_name(RUN), max_bytes=10)
+
+
+def test_release_names_are_the_run_stores(runs):
+    assert run_store.comparison_name(RUN) == f"runs/{RUN}/train/comparison.json"
+    assert run_store.launch_marker_name(RUN, "release") == f"runs/{RUN}/release/_LAUNCHED"
+    assert run_store.rollback_marker_name("rollback-e-1", "launched") == "rollbacks/rollback-e-1/_LAUNCHED"
+    assert run_store.rollback_marker_name("rollback-e-1", "done") == "rollbacks/rollback-e-1/_DONE"
+    assert run_store.release_record_name(T0, RUN, "rolled-back") == (
+        f"releases/20261127T045219.123456Z-{RUN}-rolled-back.json")
+    with pytest.raises(ValueError):
+        run_store.rollback_marker_name("rollback-e-1", "begun")
+    with pytest.raises(ValueError):
+        run_store.release_record_name(T0, RUN, "../promoted")
+
+
+def test_the_comparison_is_read_from_the_trainers_output(runs):
+    with pytest.raises(run_store.NotFound):
+        runs.read_comparison(RUN)
+    runs.storage.write(run_store.comparison_name(RUN), b'{"format": "mlrelay-model-comparison/1"}')
+    assert runs.read_comparison(RUN) == {"format": "mlrelay-model-comparison/1"}
+    runs.storage.write(run_store.comparison_name(RUN), b"{not json")
+    with pytest.raises(ValueError):
+        runs.read_comparison(RUN)
+
+
+def test_releases_are_recorded_once_each_and_read_back_oldest_first(runs):
+    runs.record_release(T0 + timedelta(seconds=5), RUN, "promoted", {"to": {"dm2": 100}})
+    runs.record_release(T0, RUN, "canary", {"to": {"dm2": 10, "dm1": 90}})
+    runs.record_release(T0, RUN, "canary", {"to": {"changed": 100}})  # a redelivery keeps the first record
+    assert runs.releases() == [{"action": "canary", "run_id": RUN, "to": {"dm2": 10, "dm1": 90}},
+                               {"action": "promoted", "run_id": RUN, "to": {"dm2": 100}}]
+
+
+def test_the_deployed_record_and_the_last_run_in_service(runs):
+    other, rolled = "run-20261127-045219-abcdefabcd", "run-20261127-045219-bbbbbbbbbb"
+    assert runs.deployed_record(RUN) is None and runs.last_serving_run(other_than=RUN) is None
+    runs.mark_deployed(RUN, {"kind": "canary", "deployed_model_id": "dm2"})
+    assert runs.deployed_record(RUN) == {"kind": "canary", "deployed_model_id": "dm2"}
+    for run_id, states in [(RUN, ("requested", "deployed")), (other, ("requested", "deployed")),
+                           (rolled, ("requested", "rolled-back"))]:
+        for offset, state in enumerate(states):
+            stage = {"requested": "request", "deployed": "deploy", "rolled-back": "release"}[state]
+            seconds = {RUN: 10, other: 20, rolled: 30}[run_id] + offset
+            runs.append(event(stage, state, seconds, run_id=run_id))
+    assert runs.last_serving_run(other_than="run-20261127-045219-cccccccccc").run_id == other
+    assert runs.last_serving_run(other_than=other).run_id == RUN, "a rolled-back run never served all traffic"

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import pytest
 from cloudevents.http import from_http
 
 from functions import triggers
 from functions.run_store import manifest_name
 from tests.fakes.google_events import (
-    GENERATION, WHEN, job_events_message, log_entry_message, object_finalized, run_request_message,
+    GENERATION, PROJECT, WHEN, job_events_message, message_published, log_entry_message, object_finalized, run_request_message,
     trigger_notification, vertex_job_line,
 )
 
@@ -66,3 +67,57 @@ def test_a_terminal_job_line_is_a_job_end_and_anything_else_is_not():
     assert ordinary == triggers.NotForUs("not a terminal job line")
     garbage = triggers.decode_job_event(received(job_events_message(b"\x00\x01")))
     assert isinstance(garbage, triggers.NotForUs) and "no LogEntry" in garbage.reason and not garbage.quiet
+
+
+def release(body, message_id: str = "6001"):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return received(message_published(f"//pubsub.googleapis.com/projects/{PROJECT}/topics/mlrelay-release", data,
+                                      message_id=message_id))
+
+
+BAKE = {"run_id": RUN, "candidate": "dm2", "champion": "dm1", "bake_started": "2026-11-27T05:10:00.5+00:00",
+        "model_version": "projects/p/locations/r/models/babyweight@2"}
+
+
+def test_the_bake_tasks_message_is_a_bake_end_and_a_rollback_request_a_rollback():
+    decoded = triggers.decode_release(release(BAKE))
+    assert decoded == triggers.BakeEnded("6001", RUN, "dm2", "dm1",
+                                         datetime(2026, 11, 27, 5, 10, 0, 500000, tzinfo=timezone.utc))
+    assert triggers.decode_release(release({**BAKE, "champion": None})).champion is None
+    asked = triggers.decode_release(release({"action": "rollback", "to": "projects/p/locations/r/models/m@3",
+                                             "requested_by": "alice"}))
+    assert asked == triggers.RollbackAsked("6001", "projects/p/locations/r/models/m@3", "alice")
+    assert triggers.decode_release(release({"action": "rollback"})) == triggers.RollbackAsked("6001", None, "unknown")
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"bake over", "not JSON"),
+    (b"\xff\xfe", "not JSON"),
+    (b"", "not a JSON object"),
+    (b"[1, 2]", "not a JSON object"),
+    ({k: v for k, v in BAKE.items() if k != "run_id"}, "must name its run_id"),
+    ({**BAKE, "run_id": "../../etc"}, "must name its run_id"),
+    ({**BAKE, "run_id": 7}, "must name its run_id"),
+    ({k: v for k, v in BAKE.items() if k != "candidate"}, "must name its candidate"),
+    ({**BAKE, "candidate": ""}, "must name its candidate"),
+    ({**BAKE, "champion": 1}, "must name its candidate (and champion)"),
+    ({k: v for k, v in BAKE.items() if k != "bake_started"}, "without its start time"),
+    ({**BAKE, "bake_started": "yesterday"}, "without its start time"),
+    ({**BAKE, "bake_started": 1764219662}, "without its start time"),
+    ({"action": "rollback", "to": "babyweight"}, "rollback 'to' must be MODEL@VERSION"),
+    ({"action": "rollback", "to": "babyweight@"}, "rollback 'to' must be MODEL@VERSION"),
+    ({"action": "rollback", "to": "@3"}, "rollback 'to' must be MODEL@VERSION"),
+    ({"action": "rollback", "to": 3}, "rollback 'to' must be MODEL@VERSION"),
+    ({"action": "promote", **BAKE}, "unknown release action 'promote'"),
+], ids=["text", "binary", "empty", "array", "no-run-id", "path-run-id", "number-run-id", "no-candidate",
+        "empty-candidate", "number-champion", "no-start", "bad-start", "number-start", "to-no-version",
+        "to-empty-version", "to-no-model", "to-number", "unknown-action"])
+def test_a_malformed_release_message_is_not_for_us_with_a_clear_reason(body, reason):
+    decoded = triggers.decode_release(release(body))
+    assert isinstance(decoded, triggers.NotForUs) and reason in decoded.reason and not decoded.quiet
+
+
+def test_a_release_delivery_without_a_message_is_not_for_us():
+    broken = message_published("//pubsub.googleapis.com/projects/p/topics/mlrelay-release", b"{}", message_id="1")
+    del broken["data"]["message"]
+    assert "not a Pub/Sub delivery" in triggers.decode_release(received(broken)).reason

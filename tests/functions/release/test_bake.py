@@ -83,7 +83,7 @@ def test_a_roll_back_says_why():
     (99, 100, True, True, "promote: too little traffic to judge (99 requests, at least 100 wanted)"),
     (99, 100, False, False, "roll back: too little traffic to judge (99 requests, at least 100 wanted)"),
     (100, 100, False, True, "promote: the canary served 100 requests"),      # enough: judged
-    (0, 0, False, True, "promote: the canary served 0 requests with no requests"),  # the default asks for none
+    (0, 0, False, True, "promote: the canary served no requests during its bake"),  # the default asks for none
     (0, 1, True, True, "promote: too little traffic to judge (0 requests, at least 1 wanted)"),
 ])
 def test_too_little_traffic_is_the_policys_call(requests, min_requests, allow, promote, words):

@@ -68,7 +68,8 @@ def test_a_duplicate_that_overtakes_the_requests_writer_still_leaves_the_ledger_
                 time.sleep(0.01)
             return created
 
-    platform = Platform(OvertakenStorage(platform.storage.root), platform.jobs, platform.models)
+    platform = Platform(OvertakenStorage(platform.storage.root), platform.jobs, platform.models, platform.tasks,
+                        platform.metrics)
     first = start_run(config, platform, trigger)
     assert overtaken[0].action == "launched" and first.action != "launched"
     assert len(platform.jobs.preprocess_calls) == 1
