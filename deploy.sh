@@ -10,15 +10,19 @@
 #
 # Settings (environment; defaults in brackets):
 #   PROJECT_ID (required)          REGION [us-central1]           BUCKET [$PROJECT_ID-mlrelay]
-#   START_TOPIC, JOB_EVENTS_TOPIC, DEAD_LETTER_TOPIC, MODEL_NAME, ENDPOINT_ID, TRAFFIC_PERCENT,
+#   START_TOPIC, JOB_EVENTS_TOPIC, DEAD_LETTER_TOPIC, RELEASE_TOPIC, MODEL_NAME, ENDPOINT_ID,
 #   SERVING_MACHINE_TYPE, MAX_WORKERS [functions/config.py's defaults]
+#   CANARY_PERCENT, BAKE_SECONDS, GATE_MIN_IMPROVEMENT, GATE_TOLERANCE, GATE_SLICE_TOLERANCE,
+#   TASKS_QUEUE [functions/config.py's defaults]: the release policy, and the Cloud Tasks queue
+#   whose scheduled task ends each canary's bake
 #   TRAINING_IMAGE [built from deploy/training_image into ARTIFACT_REPO]
 #   SERVING_IMAGE [built from deploy/serving_image into ARTIFACT_REPO]
 #   SCHEDULE [0 3 * * 1]           SCHEDULE_TZ [Etc/UTC]          SCHEDULE_REQUEST [{"source":"bigquery"}]
-#   START_FUNCTION, PREPROCESS_FUNCTION, TRAINING_FUNCTION [mlrelay-start-pipeline, ...]
+#   START_FUNCTION, PREPROCESS_FUNCTION, TRAINING_FUNCTION, RELEASE_FUNCTION [mlrelay-start-pipeline, ...]
 #   FUNCTION_MAX_INSTANCES [5]     MAX_DELIVERY_ATTEMPTS [10]     SCHEDULER_JOB [mlrelay-retrain]
 #   SINK_NAME [mlrelay-job-events] ARTIFACT_REPO [mlrelay]        KEEP_BUCKET [0] (teardown keeps data)
 #   FUNCTIONS_SA_NAME, DATAFLOW_SA_NAME, TRAINING_SA_NAME, TRIGGER_SA_NAME, BUILD_SA_NAME [mlrelay-...]
+#   TASKS_SA_NAME [mlrelay-release-publisher]: the account a bake's task publishes to RELEASE_TOPIC as
 #   IAM_RETRY_DELAY [2] IAM_ATTEMPTS [6]: a grant to a new account is retried while IAM catches up
 #   PYTHON [.venv/bin/python, else python3]: runs the project's helpers (sink filter, sdist, checks)
 set -euo pipefail
@@ -34,8 +38,14 @@ APIS=(
   storage.googleapis.com dataflow.googleapis.com compute.googleapis.com aiplatform.googleapis.com
   cloudscheduler.googleapis.com logging.googleapis.com cloudbuild.googleapis.com
   artifactregistry.googleapis.com iam.googleapis.com cloudresourcemanager.googleapis.com
-  bigquery.googleapis.com bigquerystorage.googleapis.com
+  bigquery.googleapis.com bigquerystorage.googleapis.com cloudtasks.googleapis.com
+  monitoring.googleapis.com
 )
+
+# The release queue's retries. Its one kind of task publishes the end of a bake to RELEASE_TOPIC
+# (Pub/Sub's REST publish), which fails only for a moment (5xx, 429) or for good (403: a grant is
+# missing); 5 attempts 10, 20, 40 and 80 s apart ride out the first and do not hide the second long.
+QUEUE_RETRY=(--max-attempts=5 --min-backoff=10s --max-backoff=300s --max-doublings=4)
 
 # The header comment above, as help.
 usage() { sed -n '/^set -euo/q; 2,$ s/^# \{0,1\}//p' "$ROOT/deploy.sh"; }
@@ -63,11 +73,13 @@ load_settings() {
   START_FUNCTION=${START_FUNCTION:-mlrelay-start-pipeline}
   PREPROCESS_FUNCTION=${PREPROCESS_FUNCTION:-mlrelay-on-preprocess-output}
   TRAINING_FUNCTION=${TRAINING_FUNCTION:-mlrelay-on-training-complete}
+  RELEASE_FUNCTION=${RELEASE_FUNCTION:-mlrelay-on-release-event}
   FUNCTIONS_SA_NAME=${FUNCTIONS_SA_NAME:-mlrelay-functions}
   DATAFLOW_SA_NAME=${DATAFLOW_SA_NAME:-mlrelay-dataflow}
   TRAINING_SA_NAME=${TRAINING_SA_NAME:-mlrelay-training}
   TRIGGER_SA_NAME=${TRIGGER_SA_NAME:-mlrelay-trigger}
   BUILD_SA_NAME=${BUILD_SA_NAME:-mlrelay-build}
+  TASKS_SA_NAME=${TASKS_SA_NAME:-mlrelay-release-publisher}
   BQ_TEMP_ROLE=${BQ_TEMP_ROLE:-mlrelayBigQueryTempDatasets}
   ARTIFACT_REPO=${ARTIFACT_REPO:-mlrelay}
   SINK_NAME=${SINK_NAME:-mlrelay-job-events}
@@ -87,11 +99,12 @@ load_settings() {
   IAM_ATTEMPTS=${IAM_ATTEMPTS:-6}
 
   local settings=() name
-  for name in PROJECT_ID REGION BUCKET START_TOPIC JOB_EVENTS_TOPIC DEAD_LETTER_TOPIC \
-      DEAD_LETTER_SUBSCRIPTION START_FUNCTION PREPROCESS_FUNCTION TRAINING_FUNCTION \
-      FUNCTIONS_SA_NAME DATAFLOW_SA_NAME TRAINING_SA_NAME TRIGGER_SA_NAME BUILD_SA_NAME BQ_TEMP_ROLE ARTIFACT_REPO \
-      SINK_NAME SCHEDULER_JOB SCHEDULE SCHEDULE_TZ SCHEDULE_REQUEST MODEL_NAME ENDPOINT_ID \
-      TRAFFIC_PERCENT TRAINING_IMAGE SERVING_IMAGE SERVING_MACHINE_TYPE MAX_WORKERS \
+  for name in PROJECT_ID REGION BUCKET START_TOPIC JOB_EVENTS_TOPIC DEAD_LETTER_TOPIC RELEASE_TOPIC \
+      DEAD_LETTER_SUBSCRIPTION START_FUNCTION PREPROCESS_FUNCTION TRAINING_FUNCTION RELEASE_FUNCTION \
+      FUNCTIONS_SA_NAME DATAFLOW_SA_NAME TRAINING_SA_NAME TRIGGER_SA_NAME BUILD_SA_NAME TASKS_SA_NAME \
+      BQ_TEMP_ROLE ARTIFACT_REPO SINK_NAME SCHEDULER_JOB SCHEDULE SCHEDULE_TZ SCHEDULE_REQUEST \
+      MODEL_NAME ENDPOINT_ID CANARY_PERCENT BAKE_SECONDS GATE_MIN_IMPROVEMENT GATE_TOLERANCE \
+      GATE_SLICE_TOLERANCE TASKS_QUEUE TRAINING_IMAGE SERVING_IMAGE SERVING_MACHINE_TYPE MAX_WORKERS \
       FUNCTION_MAX_INSTANCES MAX_DELIVERY_ATTEMPTS; do
     settings+=("$name=${!name}")
   done
@@ -102,6 +115,7 @@ load_settings() {
   TRAINING_SA=$TRAINING_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
   TRIGGER_SA=$TRIGGER_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
   BUILD_SA=$BUILD_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
+  TASKS_SA=$TASKS_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com
   # How builds and function deploys name the account that builds (a resource name, not an email).
   BUILD_SA_RESOURCE=projects/$PROJECT_ID/serviceAccounts/$BUILD_SA
   DOCKER_REPOSITORY=projects/$PROJECT_ID/locations/$REGION/repositories/$ARTIFACT_REPO
@@ -132,7 +146,7 @@ create_bucket() {
 create_topics() {
   say "Topics"
   local topic
-  for topic in "$START_TOPIC" "$JOB_EVENTS_TOPIC" "$DEAD_LETTER_TOPIC"; do
+  for topic in "$START_TOPIC" "$JOB_EVENTS_TOPIC" "$DEAD_LETTER_TOPIC" "$RELEASE_TOPIC"; do
     gc_lookup pubsub topics describe "$topic" || gc pubsub topics create "$topic"
   done
   # A topic keeps nothing by itself: dead letters are held here for a week, for inspection.
@@ -155,6 +169,7 @@ $DATAFLOW_SA_NAME|mlrelay Dataflow workers
 $TRAINING_SA_NAME|mlrelay Vertex AI training
 $TRIGGER_SA_NAME|mlrelay Eventarc triggers
 $BUILD_SA_NAME|mlrelay builds (Cloud Build)
+$TASKS_SA_NAME|mlrelay release publisher (ends each bake)
 EOF
   # Beam's BigQuery read runs the query into a temporary dataset it creates and then deletes; the
   # creator owns that dataset, so creating datasets is the one BigQuery right it needs beyond
@@ -171,12 +186,26 @@ EOF
 grant_roles() {
   say "IAM: each account gets what its work needs, on the narrowest resource"
   # Functions: read and write the bucket (ledger, markers), launch the Flex Template and the
-  # training job as their own accounts, register and deploy models.
+  # training job as their own accounts, register and deploy models. aiplatform.user also holds
+  # what a release changes on the endpoint and the registry: aiplatform.endpoints.undeploy (and
+  # .deploy, for a rollback) and aiplatform.models.update, which mergeVersionAliases requires
+  # (https://cloud.google.com/iam/docs/roles-permissions/aiplatform).
   grant_bucket "serviceAccount:$FUNCTIONS_SA" roles/storage.objectAdmin
   grant_project "serviceAccount:$FUNCTIONS_SA" roles/dataflow.developer
   grant_project "serviceAccount:$FUNCTIONS_SA" roles/aiplatform.user
   grant_on_account "$DATAFLOW_SA" "serviceAccount:$FUNCTIONS_SA" roles/iam.serviceAccountUser
   grant_on_account "$TRAINING_SA" "serviceAccount:$FUNCTIONS_SA" roles/iam.serviceAccountUser
+  # The bake's verdict reads the endpoint's serving metrics (timeSeries.list needs
+  # monitoring.timeSeries.list, which Monitoring grants per project only).
+  grant_project "serviceAccount:$FUNCTIONS_SA" roles/monitoring.viewer
+  # A bake's end is a task carrying an OAuth token of the release account: "The caller must have
+  # iam.serviceAccounts.actAs permission for the service account"
+  # (https://cloud.google.com/tasks/docs/reference/rest/v2/OAuthToken; the Service Account User
+  # role, as https://cloud.google.com/tasks/docs/creating-http-target-tasks sets up), on that one
+  # account. Creating the task itself is granted on the queue (create_queue).
+  grant_on_account "$TASKS_SA" "serviceAccount:$FUNCTIONS_SA" roles/iam.serviceAccountUser
+  # The release account can do one thing: publish the bake's end to the release topic.
+  grant_topic "$RELEASE_TOPIC" "serviceAccount:$TASKS_SA" roles/pubsub.publisher
   # Dataflow launcher and workers: run the job, read and write the bucket, query the public table.
   grant_project "serviceAccount:$DATAFLOW_SA" roles/dataflow.worker
   grant_bucket "serviceAccount:$DATAFLOW_SA" roles/storage.objectAdmin
@@ -211,6 +240,27 @@ create_repository() {
   fi
   grant_repository "serviceAccount:$BUILD_SA" roles/artifactregistry.writer
   grant_repository "serviceAccount:$DATAFLOW_SA" roles/artifactregistry.reader
+}
+
+# The queue of the bakes' ends: each is a task scheduled bake_seconds ahead that calls Pub/Sub's
+# REST publish on RELEASE_TOPIC with the release account's OAuth token (the Cloud Tasks service
+# agent mints it; the API grants the agent that role itself when it is enabled). A second run
+# applies the retry settings to the queue again.
+create_queue() {
+  say "Cloud Tasks queue $TASKS_QUEUE ($REGION): the end of each canary's bake"
+  local verb=create
+  gc_lookup tasks queues describe "$TASKS_QUEUE" --location="$REGION" && verb=update
+  gc tasks queues "$verb" "$TASKS_QUEUE" --location="$REGION" "${QUEUE_RETRY[@]}"
+  # A name deleted less than 3 days ago can seem to be created again while it is not: "run
+  # queues.get to confirm that the queue creation was successful"
+  # (https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues/delete).
+  if [[ $verb == create ]] && (( ! DRY_RUN )) \
+      && ! gc_lookup tasks queues describe "$TASKS_QUEUE" --location="$REGION"; then
+    die "queue $TASKS_QUEUE was not created: Cloud Tasks keeps the name of a deleted queue for up to" \
+      "3 days. Run again later, or with TASKS_QUEUE=<another name>"
+  fi
+  # The functions create tasks on this queue only (roles/cloudtasks.enqueuer: cloudtasks.tasks.create).
+  grant_queue "serviceAccount:$FUNCTIONS_SA" roles/cloudtasks.enqueuer
 }
 
 create_notification() {
@@ -322,7 +372,10 @@ deploy_functions() {
   helper stage-functions "$WORK/functions-source"
   FUNCTION_ENV=$(helper function-env "PROJECT_ID=$PROJECT_ID" "REGION=$REGION" "BUCKET=$BUCKET" \
     "START_TOPIC=$START_TOPIC" "JOB_EVENTS_TOPIC=$JOB_EVENTS_TOPIC" "DEAD_LETTER_TOPIC=$DEAD_LETTER_TOPIC" \
-    "MODEL_NAME=$MODEL_NAME" "ENDPOINT_ID=$ENDPOINT_ID" "TRAFFIC_PERCENT=$TRAFFIC_PERCENT" \
+    "RELEASE_TOPIC=$RELEASE_TOPIC" "MODEL_NAME=$MODEL_NAME" "ENDPOINT_ID=$ENDPOINT_ID" \
+    "CANARY_PERCENT=$CANARY_PERCENT" "BAKE_SECONDS=$BAKE_SECONDS" "GATE_MIN_IMPROVEMENT=$GATE_MIN_IMPROVEMENT" \
+    "GATE_TOLERANCE=$GATE_TOLERANCE" "GATE_SLICE_TOLERANCE=$GATE_SLICE_TOLERANCE" \
+    "TASKS_QUEUE=$TASKS_QUEUE" "TASKS_SA=$TASKS_SA" \
     "DATAFLOW_SA=$DATAFLOW_SA" "TRAINING_SA=$TRAINING_SA" "TRAINING_IMAGE=$TRAINING_IMAGE" \
     "SERVING_IMAGE=$SERVING_IMAGE" "SERVING_MACHINE_TYPE=$SERVING_MACHINE_TYPE" \
     "FLEX_TEMPLATE=$FLEX_TEMPLATE" "MAX_WORKERS=$MAX_WORKERS")
@@ -336,6 +389,9 @@ deploy_functions() {
   # Confirming the job, registering the model version (an upload that can take a minute) and
   # starting the deploy, which it never waits for: 5 minutes, well inside the 9-minute limit.
   deploy_function "$TRAINING_FUNCTION" on_training_complete 300s --trigger-topic="$JOB_EVENTS_TOPIC"
+  # A bake's end, published by its task: a few Monitoring reads, then the promotion or rollback
+  # (undeployModel, mergeVersionAliases: calls started, never waited for). 5 minutes, as above.
+  deploy_function "$RELEASE_FUNCTION" on_release_event 300s --trigger-topic="$RELEASE_TOPIC"
 }
 
 create_schedule() {
@@ -364,6 +420,7 @@ $heading
        gcloud scheduler jobs run $SCHEDULER_JOB --location=$REGION --project=$PROJECT_ID
 Watch it:
   mlrelay status --bucket gs://$BUCKET
+  gcloud tasks list --queue=$TASKS_QUEUE --location=$REGION --project=$PROJECT_ID   (bakes still running)
 EOF
 }
 
@@ -373,6 +430,7 @@ deploy() {
   create_topics
   create_service_accounts
   grant_roles
+  create_queue
   create_notification
   create_repository
   build_flex_template

@@ -72,21 +72,31 @@ _PATTERNS: dict[str, tuple[str, str]] = {
                     "a Vertex AI endpoint id: lowercase letters, digits and '-' starting with a "
                     "letter, or a number of up to 9 digits"),
     "BQ_TEMP_ROLE": (r"^[A-Za-z0-9_.]{3,64}$", "3-64 letters, digits, '_' or '.' (a custom role id)"),
+    "TASKS_QUEUE": (r"^[A-Za-z0-9-]{1,100}$", "a Cloud Tasks queue id: 1-100 letters, digits or '-'"),
 }
-_TOPICS = ("START_TOPIC", "JOB_EVENTS_TOPIC", "DEAD_LETTER_TOPIC", "DEAD_LETTER_SUBSCRIPTION")
+_TOPICS = ("START_TOPIC", "JOB_EVENTS_TOPIC", "DEAD_LETTER_TOPIC", "RELEASE_TOPIC", "DEAD_LETTER_SUBSCRIPTION")
 _TOPIC_PATTERN = r"^(?!goog)[A-Za-z][A-Za-z0-9._~%+-]{2,254}$"
-_ACCOUNTS = ("FUNCTIONS_SA_NAME", "DATAFLOW_SA_NAME", "TRAINING_SA_NAME", "TRIGGER_SA_NAME", "BUILD_SA_NAME")
+_ACCOUNTS = ("FUNCTIONS_SA_NAME", "DATAFLOW_SA_NAME", "TRAINING_SA_NAME", "TRIGGER_SA_NAME", "BUILD_SA_NAME",
+             "TASKS_SA_NAME")
 _ACCOUNT_PATTERN = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
-_FUNCTIONS = ("START_FUNCTION", "PREPROCESS_FUNCTION", "TRAINING_FUNCTION")
+_FUNCTIONS = ("START_FUNCTION", "PREPROCESS_FUNCTION", "TRAINING_FUNCTION", "RELEASE_FUNCTION")
 _FUNCTION_PATTERN = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 # name: (lowest, highest)
 _INTEGERS: dict[str, tuple[int, int]] = {
     "MAX_DELIVERY_ATTEMPTS": (5, 100),  # the bounds Pub/Sub accepts
     "FUNCTION_MAX_INSTANCES": (1, 1000),
-    "TRAFFIC_PERCENT": (1, 100),
     "MAX_WORKERS": (1, 1000),
 }
 _NO_SEPARATORS = ("TRAINING_IMAGE", "SERVING_IMAGE", "SERVING_MACHINE_TYPE")
+# The release policy's settings: setting -> (functions.config.Config field, type). Their ranges
+# are the policy's own (functions.release.policy), checked by building one.
+_RELEASE: dict[str, tuple[str, type]] = {
+    "CANARY_PERCENT": ("canary_percent", int),
+    "BAKE_SECONDS": ("bake_seconds", int),
+    "GATE_MIN_IMPROVEMENT": ("gate_min_improvement", float),
+    "GATE_TOLERANCE": ("gate_tolerance", float),
+    "GATE_SLICE_TOLERANCE": ("gate_slice_tolerance", float),
+}
 
 
 def settings_errors(settings: Mapping[str, str]) -> list[str]:
@@ -121,7 +131,30 @@ def settings_errors(settings: Mapping[str, str]) -> list[str]:
         from events.run_request import MODEL_NAME_PATTERN
 
         check("MODEL_NAME", MODEL_NAME_PATTERN, "1-63 lowercase letters, digits and '-', starting with a letter")
+    errors.extend(_release_errors(settings))
     errors.extend(_schedule_errors(settings))
+    return errors
+
+
+def _release_errors(settings: Mapping[str, str]) -> list[str]:
+    """Each release setting checked alone against the policy's range (the others at their defaults),
+    so that every bad one is named."""
+    from functions.config import Config
+
+    errors = []
+    for name, (field, kind) in _RELEASE.items():
+        if name not in settings:
+            continue
+        value = settings[name]
+        pattern = r"[-+]?[0-9]+" if kind is int else r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?"
+        if not re.fullmatch(pattern, value):
+            what = "a whole number" if kind is int else "a number"
+            errors.append(f"{name}={value!r} is not valid: it must be {what}")
+            continue
+        try:
+            Config(**{field: kind(value)}).release_policy()
+        except ValueError as exc:  # InvalidReleasePolicy: names the threshold and its range
+            errors.append(f"{name}={value!r} is not valid: {exc}")
     return errors
 
 
@@ -161,9 +194,11 @@ def config_defaults() -> dict[str, str]:
         "START_TOPIC": defaults["start_topic"],
         "JOB_EVENTS_TOPIC": defaults["job_events_topic"],
         "DEAD_LETTER_TOPIC": defaults["dead_letter_topic"],
+        "RELEASE_TOPIC": defaults["release_topic"],
         "MODEL_NAME": defaults["model_name"],
         "ENDPOINT_ID": defaults["endpoint_id"],
-        "TRAFFIC_PERCENT": str(defaults["traffic_percent"]),
+        **{name: str(defaults[field]) for name, (field, _) in _RELEASE.items()},
+        "TASKS_QUEUE": defaults["tasks_queue"],
         "SERVING_MACHINE_TYPE": defaults["serving_machine_type"],
         "MAX_WORKERS": str(defaults["max_workers"]),
     }
@@ -186,9 +221,12 @@ def function_env(settings: Mapping[str, str]) -> dict[str, str]:
         "start_topic": settings["START_TOPIC"],
         "job_events_topic": settings["JOB_EVENTS_TOPIC"],
         "dead_letter_topic": settings["DEAD_LETTER_TOPIC"],
+        "release_topic": settings["RELEASE_TOPIC"],
         "model_name": settings["MODEL_NAME"],
         "endpoint_id": settings["ENDPOINT_ID"],
-        "traffic_percent": int(settings["TRAFFIC_PERCENT"]),
+        **{field: kind(settings[name]) for name, (field, kind) in _RELEASE.items()},
+        "tasks_queue": settings["TASKS_QUEUE"],
+        "tasks_service_account": settings["TASKS_SA"],
         "default_source": "bigquery",
         "dataflow_service_account": settings["DATAFLOW_SA"],
         "training_service_account": settings["TRAINING_SA"],
@@ -218,7 +256,7 @@ def env_vars_flag(env: Mapping[str, str]) -> str:
 def stage_functions(dest: Path, repo_root: Path = REPO_ROOT) -> Path:
     """Lay out the functions' source as Cloud Functions builds it: main.py at the root.
 
-    main.py re-exports the three entry points of functions.main; functions/ and events/ are copied
+    main.py re-exports the four entry points of functions.main; functions/ and events/ are copied
     as they are; functions/requirements.txt becomes the root requirements.txt the build installs.
     """
     requirements = repo_root / "functions" / "requirements.txt"

@@ -158,6 +158,9 @@ grant_bucket() { gc_iam storage buckets add-iam-policy-binding "gs://$BUCKET" --
 grant_topic() { gc_iam pubsub topics add-iam-policy-binding "$1" --member="$2" --role="$3" --format=none; }
 grant_subscription() { gc_iam pubsub subscriptions add-iam-policy-binding "$1" --member="$2" --role="$3" --format=none; }
 grant_on_account() { gc_iam iam service-accounts add-iam-policy-binding "$1" --member="$2" --role="$3" --format=none; }
+grant_queue() {
+  gc_iam tasks queues add-iam-policy-binding "$TASKS_QUEUE" --location="$REGION" --member="$1" --role="$2" --format=none
+}
 grant_repository() {
   gc_iam artifacts repositories add-iam-policy-binding "$ARTIFACT_REPO" --location="$REGION" \
     --member="$1" --role="$2" --format=none

@@ -37,7 +37,7 @@ teardown_functions() {
   fi
   local name
   # Deleting a function deletes its Eventarc trigger and the trigger's subscription.
-  for name in "$START_FUNCTION" "$PREPROCESS_FUNCTION" "$TRAINING_FUNCTION"; do
+  for name in "$START_FUNCTION" "$PREPROCESS_FUNCTION" "$TRAINING_FUNCTION" "$RELEASE_FUNCTION"; do
     if gc_lookup functions describe "$name" --v2 --region="$REGION"; then
       gc functions delete "$name" --gen2 --region="$REGION"
     fi
@@ -45,7 +45,7 @@ teardown_functions() {
 }
 
 teardown_events() {
-  say "Log sink, trigger-file notification, topics"
+  say "Log sink, trigger-file notification, release queue, topics"
   if gc_lookup logging sinks describe "$SINK_NAME"; then
     gc logging sinks delete "$SINK_NAME"
   fi
@@ -57,11 +57,16 @@ teardown_events() {
       [[ -z $name ]] || gc storage buckets notifications delete "$name"
     done <<<"$names"
   fi
+  # A bake still pending goes with its queue (its canary goes with the endpoint). The name stays
+  # taken for up to 3 days; deploy.sh says so if it is run again within them.
+  if gc_lookup tasks queues describe "$TASKS_QUEUE" --location="$REGION"; then
+    gc tasks queues delete "$TASKS_QUEUE" --location="$REGION"
+  fi
   if gc_lookup pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION"; then
     gc pubsub subscriptions delete "$DEAD_LETTER_SUBSCRIPTION"
   fi
   local topic
-  for topic in "$START_TOPIC" "$JOB_EVENTS_TOPIC" "$DEAD_LETTER_TOPIC"; do
+  for topic in "$START_TOPIC" "$JOB_EVENTS_TOPIC" "$DEAD_LETTER_TOPIC" "$RELEASE_TOPIC"; do
     if gc_lookup pubsub topics describe "$topic"; then
       gc pubsub topics delete "$topic"
     fi
@@ -86,6 +91,7 @@ teardown_identities() {
   say "IAM grants, service accounts, custom role"
   revoke_project "serviceAccount:$FUNCTIONS_SA" roles/dataflow.developer
   revoke_project "serviceAccount:$FUNCTIONS_SA" roles/aiplatform.user
+  revoke_project "serviceAccount:$FUNCTIONS_SA" roles/monitoring.viewer
   revoke_project "serviceAccount:$DATAFLOW_SA" roles/dataflow.worker
   revoke_project "serviceAccount:$DATAFLOW_SA" roles/bigquery.jobUser
   revoke_project "serviceAccount:$DATAFLOW_SA" roles/bigquery.readSessionUser
@@ -94,8 +100,8 @@ teardown_identities() {
   revoke_project "serviceAccount:$BUILD_SA" roles/logging.logWriter
   revoke_project "serviceAccount:$BUILD_SA" roles/storage.objectViewer
   local account
-  # Grants on the accounts themselves, the bucket, topics and repository go with those resources.
-  for account in "$FUNCTIONS_SA" "$DATAFLOW_SA" "$TRAINING_SA" "$TRIGGER_SA" "$BUILD_SA"; do
+  # Grants on the accounts themselves, the bucket, topics, queue and repository go with those resources.
+  for account in "$FUNCTIONS_SA" "$DATAFLOW_SA" "$TRAINING_SA" "$TRIGGER_SA" "$BUILD_SA" "$TASKS_SA"; do
     if gc_lookup iam service-accounts describe "$account"; then
       gc iam service-accounts delete "$account"
     fi
@@ -131,5 +137,7 @@ teardown() {
 $heading Left in place: the enabled APIs, the Cloud Storage service
 agent's roles/pubsub.publisher grant, and any model versions in the Vertex AI Model Registry
 (gcloud ai models list --region=$REGION --project=$PROJECT_ID).
+Cloud Tasks keeps the name of the deleted queue $TASKS_QUEUE for up to 3 days: to deploy again
+sooner, set TASKS_QUEUE to another name.
 EOF
 }

@@ -3,9 +3,10 @@
 A copy of the repository is deployed to a fake project; the recorded calls and the fake's state say
 what a real project would hold: the APIs, the bucket, topics and trigger-file notification, the
 service accounts and every IAM binding (exactly those, nothing broader), the sink with the code's
-filter, the three functions with their triggers and dead letters, the Flex Template, the trainer
-package, the endpoint and the schedule. A second run must create nothing; a dry run must need no
-gcloud and change nothing; a teardown must leave nothing behind. The Python the script relies on
+filter, the four functions with their triggers and dead letters, the release queue whose tasks end
+the canaries' bakes, the Flex Template, the images, the endpoint and the schedule. A second run
+must create nothing; a dry run must need no gcloud and change nothing; a teardown must leave
+nothing behind. The Python the script relies on
 (deploy/deploy_helpers.py, the Flex Template's entry point) is tested directly at the end.
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _sa(name: str) -> str:
 
 FUNCTIONS_SA, DATAFLOW_SA = _sa("mlrelay-functions"), _sa("mlrelay-dataflow")
 TRAINING_SA, TRIGGER_SA = _sa("mlrelay-training"), _sa("mlrelay-trigger")
-BUILD_SA = _sa("mlrelay-build")
+BUILD_SA, TASKS_SA = _sa("mlrelay-build"), _sa("mlrelay-release-publisher")
 BUILD_SA_RESOURCE = f"projects/{PROJECT}/serviceAccounts/{BUILD_SA}"
 PUBSUB_AGENT = f"service-{NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 GCS_AGENT = f"service-{NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
@@ -50,7 +51,9 @@ FUNCTIONS = {  # name: (entry point, trigger)
     "mlrelay-start-pipeline": ("start_pipeline", "start"),
     "mlrelay-on-preprocess-output": ("on_preprocess_output", "storage"),
     "mlrelay-on-training-complete": ("on_training_complete", "job-events"),
+    "mlrelay-on-release-event": ("on_release_event", "release"),
 }
+QUEUE = f"{REGION}/mlrelay-release"  # the fake's key of a queue: location/id
 
 _loader = importlib.machinery.SourceFileLoader("fake_gcloud", str(FAKE_CLI / "gcloud"))
 _spec = importlib.util.spec_from_loader("fake_gcloud", _loader)
@@ -85,6 +88,10 @@ class Workspace:
         requirements = self.repo / "functions" / "requirements.txt"
         if not requirements.exists():  # written elsewhere; a stand-in keeps this test independent
             requirements.write_text("functions-framework==3.10.2\njsonschema==4.26.0\n")
+        main = self.repo / "functions" / "main.py"
+        if "def on_release_event(" not in main.read_text():  # likewise, while it is being written
+            main.write_text(main.read_text() + "\n\ndef on_release_event(cloud_event) -> None:  # stand-in\n"
+                            "    raise NotImplementedError\n")
         self.bin = root / "bin"  # python3 for the fake: the test's own interpreter, quick to start
         self.bin.mkdir()
         (self.bin / "python3").symlink_to(sys.executable)
@@ -178,7 +185,7 @@ def test_every_api_the_chain_uses_is_enabled(first):
     enabled = set(first.only("services", "enable").positionals)
     wanted = {f"{name}.googleapis.com" for name in (
         "cloudfunctions", "run", "eventarc", "pubsub", "storage", "dataflow", "aiplatform",
-        "cloudscheduler", "logging", "cloudbuild", "artifactregistry")}
+        "cloudscheduler", "logging", "cloudbuild", "artifactregistry", "cloudtasks", "monitoring")}
     assert wanted <= enabled
     first_call = first.calls[0][0]
     assert first_call.words == ("services", "enable")  # before anything uses them
@@ -206,7 +213,8 @@ def test_bucket_has_uniform_access_in_the_region_and_expires_temp_files(first):
 
 
 def test_topics_and_a_subscription_that_keeps_dead_letters(first):
-    assert set(first.resources("topic")) == {"mlrelay-start", "mlrelay-job-events", "mlrelay-dead-letter"}
+    assert set(first.resources("topic")) == {"mlrelay-start", "mlrelay-job-events", "mlrelay-dead-letter",
+                                             "mlrelay-release"}
     hold = first.resources("subscription")["mlrelay-dead-letter-hold"]
     assert hold["topic"].endswith("/topics/mlrelay-dead-letter") and hold["messageRetentionDuration"] == "7d"
 
@@ -220,7 +228,8 @@ def test_trigger_files_notify_the_start_topic(first):
 
 
 def test_service_accounts_and_exactly_the_bindings_each_needs(first):
-    assert set(first.resources("service_account")) == {FUNCTIONS_SA, DATAFLOW_SA, TRAINING_SA, TRIGGER_SA, BUILD_SA}
+    assert set(first.resources("service_account")) == {FUNCTIONS_SA, DATAFLOW_SA, TRAINING_SA, TRIGGER_SA, BUILD_SA,
+                                                       TASKS_SA}
     role = first.resources("role")["mlrelayBigQueryTempDatasets"]
     assert role["includedPermissions"] == ["bigquery.datasets.create"]
     writer = first.resources("sink")["mlrelay-job-events"]["writerIdentity"]
@@ -228,6 +237,10 @@ def test_service_accounts_and_exactly_the_bindings_each_needs(first):
     expected = {
         (f"project:{PROJECT}", sa + FUNCTIONS_SA, "roles/dataflow.developer"),
         (f"project:{PROJECT}", sa + FUNCTIONS_SA, "roles/aiplatform.user"),
+        (f"project:{PROJECT}", sa + FUNCTIONS_SA, "roles/monitoring.viewer"),
+        (f"service_account:{TASKS_SA}", sa + FUNCTIONS_SA, "roles/iam.serviceAccountUser"),
+        (f"queue:{QUEUE}", sa + FUNCTIONS_SA, "roles/cloudtasks.enqueuer"),
+        ("topic:mlrelay-release", sa + TASKS_SA, "roles/pubsub.publisher"),
         (f"project:{PROJECT}", sa + DATAFLOW_SA, "roles/dataflow.worker"),
         (f"project:{PROJECT}", sa + DATAFLOW_SA, "roles/bigquery.jobUser"),
         (f"project:{PROJECT}", sa + DATAFLOW_SA, "roles/bigquery.readSessionUser"),
@@ -254,7 +267,9 @@ def test_service_accounts_and_exactly_the_bindings_each_needs(first):
                       "roles/pubsub.subscriber"))
     assert first.bindings() == expected
     broad = {"roles/owner", "roles/editor", "roles/viewer", "roles/storage.admin", "roles/bigquery.admin",
-             "roles/pubsub.admin", "roles/iam.serviceAccountAdmin", "roles/dataflow.admin", "roles/aiplatform.admin"}
+             "roles/pubsub.admin", "roles/iam.serviceAccountAdmin", "roles/dataflow.admin", "roles/aiplatform.admin",
+             "roles/cloudtasks.admin", "roles/cloudtasks.queueAdmin", "roles/monitoring.editor",
+             "roles/monitoring.admin"}
     assert not {role for _, _, role in first.bindings()} & broad
     assert all(resource == f"bucket:{BUCKET}" for resource, _, role in first.bindings() if role.endswith("Admin"))
 
@@ -294,13 +309,19 @@ def test_each_function_is_deployed_gen2_private_retried_with_its_trigger(first, 
 
 def test_functions_get_a_gcp_configuration_naming_what_was_provisioned(first):
     envs = [_function_env(call) for call in first.named("functions", "deploy")]
-    assert len(envs) == 3 and all(env == envs[0] for env in envs)
+    assert len(envs) == 4 and all(env == envs[0] for env in envs)
     env = envs[0]
     assert env["MLRELAY_PLATFORM"] == "gcp" and env["MLRELAY_BUCKET"] == BUCKET
     config = Config.from_env(env)
     assert (config.project, config.region, config.default_source) == (PROJECT, REGION, "bigquery")
     assert (config.dataflow_service_account, config.training_service_account) == (DATAFLOW_SA, TRAINING_SA)
     assert config.endpoint_id in first.resources("endpoint")
+    # the release: the topic and queue provisioned, the account the task publishes as, the policy's defaults
+    assert config.release_topic in first.resources("topic") and f"{REGION}/{config.tasks_queue}" in first.resources(
+        "queue")
+    assert config.tasks_service_account == TASKS_SA
+    assert config.release_policy() == Config().release_policy()
+    assert "MLRELAY_TRAFFIC_PERCENT" not in env
     objects = first.resources("object")
     assert config.flex_template.startswith(f"gs://{BUCKET}/packages/")
     assert f"{BUCKET}/{config.flex_template.split('/', 3)[3]}" in objects
@@ -312,13 +333,67 @@ def test_functions_get_a_gcp_configuration_naming_what_was_provisioned(first):
     assert config.serving_image.startswith(f"{REGION}-docker.pkg.dev/{PROJECT}/mlrelay/server:")
 
 
+def test_release_queue_is_regional_with_few_retries_and_only_the_functions_may_enqueue(first):
+    create = first.only("tasks", "queues", "create")
+    assert create.positional() == "mlrelay-release" and create.flag("location") == REGION
+    queue = first.resources("queue")[QUEUE]
+    assert queue["name"] == f"projects/{PROJECT}/locations/{REGION}/queues/mlrelay-release"
+    assert queue["retryConfig"] == {"max-attempts": 5, "min-backoff": "10s", "max-backoff": "300s",
+                                    "max-doublings": 4}
+    # creating tasks is granted on this queue only, never on the project
+    assert {(m, r) for res, m, r in first.bindings() if res == f"queue:{QUEUE}"} == {
+        (f"serviceAccount:{FUNCTIONS_SA}", "roles/cloudtasks.enqueuer")}
+    assert not [b for b in first.bindings() if b[2].startswith("roles/cloudtasks.") and b[0] != f"queue:{QUEUE}"]
+
+
+def test_release_account_has_one_grant_publish_on_the_release_topic(first):
+    assert first.resources("service_account")[TASKS_SA]["displayName"].startswith("mlrelay release")
+    assert {b for b in first.bindings() if b[1] == f"serviceAccount:{TASKS_SA}"} == {
+        ("topic:mlrelay-release", f"serviceAccount:{TASKS_SA}", "roles/pubsub.publisher")}
+    # only the functions (which create the tasks carrying its token) may act as it
+    assert {b for b in first.bindings() if b[0] == f"service_account:{TASKS_SA}"} == {
+        (f"service_account:{TASKS_SA}", f"serviceAccount:{FUNCTIONS_SA}", "roles/iam.serviceAccountUser")}
+
+
+def test_functions_may_schedule_bakes_read_serving_metrics_and_change_the_endpoint(first):
+    granted = {(resource, role) for resource, member, role in first.bindings()
+               if member == f"serviceAccount:{FUNCTIONS_SA}"}
+    assert {(f"queue:{QUEUE}", "roles/cloudtasks.enqueuer"),
+            (f"service_account:{TASKS_SA}", "roles/iam.serviceAccountUser"),
+            (f"project:{PROJECT}", "roles/monitoring.viewer"),
+            # undeployModel and mergeVersionAliases (aiplatform.endpoints.undeploy, aiplatform.models.update)
+            (f"project:{PROJECT}", "roles/aiplatform.user")} <= granted
+    # the functions never publish the bake's end themselves: the task does, as the release account
+    assert ("topic:mlrelay-release", "roles/pubsub.publisher") not in granted
+
+
+def test_release_function_is_triggered_by_the_release_topic_and_dead_lettered(first):
+    (call,) = [c for c in first.named("functions", "deploy") if c.positional() == "mlrelay-on-release-event"]
+    assert call.flag("entry-point") == "on_release_event" and call.flag("trigger-topic") == "mlrelay-release"
+    others = [c for c in first.named("functions", "deploy") if c.positional() == "mlrelay-on-training-complete"]
+    for flag in ("runtime", "source", "service-account", "build-service-account", "set-env-vars", "memory"):
+        assert call.flag(flag) == others[0].flag(flag), flag
+    function = first.resources("function")["mlrelay-on-release-event"]
+    assert function["eventTrigger"]["pubsubTopic"] == "mlrelay-release"
+    subscription = _trigger_subscription(first, "mlrelay-on-release-event")
+    assert first.resources("subscription")[subscription]["deadLetterPolicy"]["deadLetterTopic"].endswith(
+        "/topics/mlrelay-dead-letter")
+    assert (f"subscription:{subscription}", f"serviceAccount:{PUBSUB_AGENT}", "roles/pubsub.subscriber") in (
+        first.bindings())
+    # the queue and the grants the function relies on exist before it is deployed
+    order = [call.words for call, _ in first.calls]
+    deploy_at = [i for i, (c, _) in enumerate(first.calls) if c.words == ("functions", "deploy")
+                 and c.positional() == "mlrelay-on-release-event"][0]
+    assert order.index(("tasks", "queues", "add-iam-policy-binding")) < deploy_at
+
+
 def test_function_source_is_main_py_beside_the_packages_and_imports_on_its_own(workspace, first):
     source = workspace.uploads / "functions" / "mlrelay-start-pipeline"
     assert (source / "requirements.txt").read_text() == (workspace.repo / "functions" / "requirements.txt").read_text()
     assert not list(source.rglob("__pycache__"))
     probe = ("import main, functions; "
              "assert all(callable(getattr(main, n)) for n in ('start_pipeline', 'on_preprocess_output', "
-             "'on_training_complete')); print(functions.__file__)")
+             "'on_training_complete', 'on_release_event')); print(functions.__file__)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=source, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": ""}, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -360,7 +435,7 @@ def test_grants_to_new_accounts_are_retried_until_iam_has_seen_them(workspace, t
     run = workspace.run(env=env)
     assert run.result.returncode == 0, run.result.stdout[-2000:] + run.result.stderr[-2000:]
     refused = [error for error in run.errors if "does not exist" in error]
-    assert len(refused) == 2 * 5, refused  # two refusals for each of the five accounts
+    assert len(refused) == 2 * 6, refused  # two refusals for each of the six accounts
     assert "IAM has not seen the account yet" in run.result.stdout
     assert run.bindings() >= {(f"project:{PROJECT}", f"serviceAccount:{BUILD_SA}", "roles/logging.logWriter")}
 
@@ -451,6 +526,7 @@ def test_a_second_run_creates_nothing_and_changes_no_resource(first, second):
     assert _stable(second.state["resources"]) == _stable(first.state["resources"])
     assert second.bindings() == first.bindings()
     assert second.named("logging", "sinks", "update") and second.named("scheduler", "jobs", "update", "pubsub")
+    assert second.named("tasks", "queues", "update") and not second.named("tasks", "queues", "create")
 
 
 def _tree_digest(root: Path) -> str:
@@ -475,7 +551,15 @@ def test_dry_run_needs_no_gcloud_prints_every_command_and_changes_nothing(worksp
     out = run.result.stdout
     for line in (f"gcloud storage buckets create gs://{BUCKET}", "gcloud pubsub topics create mlrelay-dead-letter",
                  "gcloud logging sinks create mlrelay-job-events", "gcloud scheduler jobs create pubsub",
-                 "gcloud ai endpoints create --endpoint-id=babyweight", "gcloud builds submit"):
+                 "gcloud ai endpoints create --endpoint-id=babyweight", "gcloud builds submit",
+                 "gcloud pubsub topics create mlrelay-release",
+                 f"gcloud tasks queues create mlrelay-release --location={REGION} --max-attempts=5",
+                 "gcloud iam service-accounts create mlrelay-release-publisher",
+                 f"gcloud tasks queues add-iam-policy-binding mlrelay-release --location={REGION} "
+                 f"--member=serviceAccount:{FUNCTIONS_SA} --role=roles/cloudtasks.enqueuer",
+                 f"gcloud pubsub topics add-iam-policy-binding mlrelay-release "
+                 f"--member=serviceAccount:{TASKS_SA} --role=roles/pubsub.publisher",
+                 f"gcloud functions deploy mlrelay-on-release-event --gen2"):
         assert line in out
     assert all(f"gcloud functions deploy {name} " in out for name in FUNCTIONS)
     assert run.calls == [] and not (tmp_path / "state.json").exists()
@@ -488,6 +572,10 @@ def test_dry_run_with_gcloud_present_calls_nothing(workspace, second):
         assert run.calls == [], args
         assert _stable(run.state["resources"]) == _stable(second.state["resources"])
     assert "gcloud functions delete mlrelay-start-pipeline" in run.result.stdout
+    assert "gcloud functions delete mlrelay-on-release-event" in run.result.stdout
+    assert f"gcloud tasks queues delete mlrelay-release --location={REGION}" in run.result.stdout
+    assert f"gcloud iam service-accounts delete {TASKS_SA}" in run.result.stdout
+    assert "gcloud pubsub topics delete mlrelay-release " in run.result.stdout
 
 
 def test_missing_project_id_fails_with_a_clear_message_before_any_call(workspace):
@@ -504,6 +592,11 @@ def test_missing_project_id_fails_with_a_clear_message_before_any_call(workspace
     ("SCHEDULE_REQUEST", '{"limit": 0}', "SCHEDULE_REQUEST is not a run request the chain accepts"),
     ("BUCKET", "Has_Capitals", "BUCKET='Has_Capitals' is not valid"),
     ("MAX_DELIVERY_ATTEMPTS", "3", "from 5 to 100"),
+    ("CANARY_PERCENT", "100", "CANARY_PERCENT='100' is not valid: release policy: canary_percent must be between"),
+    ("BAKE_SECONDS", "15m", "BAKE_SECONDS='15m' is not valid: it must be a whole number"),
+    ("GATE_TOLERANCE", "-0.1", "GATE_TOLERANCE='-0.1' is not valid: release policy: tolerance must be"),
+    ("TASKS_QUEUE", "release_queue", "TASKS_QUEUE='release_queue' is not valid"),
+    ("TASKS_SA_NAME", "Release", "TASKS_SA_NAME='Release' is not valid"),
 ])
 def test_bad_settings_fail_before_any_call_naming_the_setting(workspace, setting, value, message):
     run = workspace.run(env=workspace.env(**{setting: value}))
@@ -536,14 +629,36 @@ def test_teardown_deletes_what_deploy_created(teardown):
     assert teardown.bindings() == {(f"project:{PROJECT}", f"serviceAccount:{GCS_AGENT}", "roles/pubsub.publisher")}
 
 
+def test_teardown_removes_the_release_resources(teardown):
+    deleted = {(call.words, call.positional()) for call in teardown.named("tasks", "queues", "delete")}
+    assert deleted == {(("tasks", "queues", "delete"), "mlrelay-release")}
+    assert teardown.only("tasks", "queues", "delete").flag("location") == REGION
+    assert "mlrelay-release" in [c.positional() for c in teardown.named("pubsub", "topics", "delete")]
+    assert TASKS_SA in [c.positional() for c in teardown.named("iam", "service-accounts", "delete")]
+    assert "mlrelay-on-release-event" in [c.positional() for c in teardown.named("functions", "delete")]
+    revoked = {(c.required("member"), c.required("role")) for c in teardown.named("projects",
+                                                                                 "remove-iam-policy-binding")}
+    assert (f"serviceAccount:{FUNCTIONS_SA}", "roles/monitoring.viewer") in revoked
+    assert "TASKS_QUEUE to another name" in teardown.result.stdout
+
+
 def test_teardown_again_and_deploy_again_both_work(workspace, teardown):
     again = workspace.run("--teardown").ok()
     assert not [call for call, _ in again.calls if call.words[-1] == "delete"]
-    redeploy = workspace.run().ok()
-    assert redeploy.named("iam", "roles", "undelete")
-    assert not redeploy.named("iam", "roles", "create")
-    assert len(redeploy.resources("function")) == 3 and "deleted" not in redeploy.resources("role")[
+    # A deleted queue's name stays taken for a while: its create seems to succeed and does not.
+    blocked = workspace.run()
+    assert blocked.result.returncode == 1
+    assert "queue mlrelay-release was not created" in blocked.result.stderr
+    assert "TASKS_QUEUE=<another name>" in blocked.result.stderr
+    assert not blocked.named("functions", "deploy")  # it stops before deploying anything that needs it
+    assert blocked.named("iam", "roles", "undelete")  # the steps before it ran, as on any run
+    redeploy = workspace.run(env=workspace.env(TASKS_QUEUE="mlrelay-release-2")).ok()
+    assert not redeploy.named("iam", "roles", "create") and not redeploy.named("iam", "roles", "undelete")
+    assert len(redeploy.resources("function")) == 4 and "deleted" not in redeploy.resources("role")[
         "mlrelayBigQueryTempDatasets"]
+    assert set(redeploy.resources("queue")) == {f"{REGION}/mlrelay-release-2"}
+    env = _function_env(redeploy.named("functions", "deploy")[0])
+    assert env["MLRELAY_TASKS_QUEUE"] == "mlrelay-release-2"
 
 
 # --- the Python deploy.sh relies on -------------------------------------------------------------
@@ -566,7 +681,9 @@ def test_settings_checks_pass_good_values_and_name_each_bad_one():
 def _settings() -> dict[str, str]:
     return {"PROJECT_ID": PROJECT, "REGION": REGION, "BUCKET": BUCKET, "START_TOPIC": "s",
             "JOB_EVENTS_TOPIC": "j", "DEAD_LETTER_TOPIC": "d", "MODEL_NAME": "babyweight",
-            "ENDPOINT_ID": "babyweight", "TRAFFIC_PERCENT": "50", "DATAFLOW_SA": DATAFLOW_SA,
+            "ENDPOINT_ID": "babyweight", "RELEASE_TOPIC": "r", "CANARY_PERCENT": "25", "BAKE_SECONDS": "600",
+            "GATE_MIN_IMPROVEMENT": "0.1", "GATE_TOLERANCE": "0.004", "GATE_SLICE_TOLERANCE": "0.03",
+            "TASKS_QUEUE": "q", "TASKS_SA": TASKS_SA, "DATAFLOW_SA": DATAFLOW_SA,
             "TRAINING_SA": TRAINING_SA, "TRAINING_IMAGE": "img:1", "SERVING_IMAGE": "img:2",
             "SERVING_MACHINE_TYPE": "n1-standard-2",
             "FLEX_TEMPLATE": f"gs://{BUCKET}/packages/preprocess-template.json", "MAX_WORKERS": "3"}
@@ -575,7 +692,11 @@ def _settings() -> dict[str, str]:
 def test_function_env_is_what_config_reads_back():
     env = deploy_helpers.function_env(_settings())
     config = Config.from_env(env)
-    assert (config.platform, config.traffic_percent, config.max_workers) == ("gcp", 50, 3)
+    assert (config.platform, config.max_workers) == ("gcp", 3)
+    assert (config.release_topic, config.tasks_queue, config.tasks_service_account) == ("r", "q", TASKS_SA)
+    policy = config.release_policy()
+    assert (policy.canary_percent, policy.bake_seconds) == (25, 600)
+    assert (policy.min_improvement_over_mean, policy.tolerance, policy.slice_tolerance) == (0.1, 0.004, 0.03)
     assert deploy_helpers.env_vars_flag(env).split(",")[0] == "MLRELAY_PLATFORM=gcp"
     with pytest.raises(deploy_helpers.DeployError, match="comma or newline"):
         deploy_helpers.function_env({**_settings(), "SERVING_IMAGE": "a,b"})
