@@ -39,6 +39,9 @@ from local_cloud.pubsub.grpc_front import serve_publisher
 from local_cloud.scheduler import ScheduleEntry, Scheduler
 from local_cloud.storage.bucket import BucketWatcher, FinalizedObject
 from local_cloud.storage.notifications import eventarc_event_attributes, notification_attributes
+from local_cloud.tasks.http import CloudTasksServer
+from local_cloud.tasks.pubsub_target import NotAPubsubPublish, parse_pubsub_publish
+from local_cloud.tasks.service import CloudTasksService
 from local_cloud.vertex.http import ModelServiceServer
 from local_cloud.vertex.registry import ModelService
 
@@ -47,7 +50,10 @@ log = logging.getLogger(__name__)
 # console; keep warnings and errors only.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FUNCTIONS = ("start_pipeline", "on_preprocess_output", "on_training_complete")
+FUNCTIONS = ("start_pipeline", "on_preprocess_output", "on_training_complete", "on_release_event")
+# A canary bakes this long locally (the cloud's default is 15 minutes): long enough for a demo's
+# predictions to reach both models, short enough to wait for.
+LOCAL_BAKE_SECONDS = 5
 STATE_FILE = "local-cloud.json"
 # The bucket's Pub/Sub notification reports objects under this prefix to the start topic.
 TRIGGER_PREFIX = "triggers/"
@@ -66,6 +72,7 @@ class LocalCloudSettings:
     duplicate_deliveries: int = 1
     function_env: dict[str, str] = field(default_factory=dict)
     scheduler_now: Callable[[], datetime] | None = None  # the scheduler's clock (tests shift it)
+    bake_seconds: int = LOCAL_BAKE_SECONDS
 
 
 def free_port() -> int:
@@ -98,11 +105,12 @@ class LocalCloud:
                       **{name: free_port() for name in FUNCTIONS}}
         api_url = f"http://127.0.0.1:{self.ports['api']}"
         self.config = Config(**{**base.__dict__, "platform": "local", "local_root": str(self.buckets_root),
-                                "local_api": api_url})
+                                "local_api": api_url, "bake_seconds": self.settings.bake_seconds})
         cfg = self.config
 
         self.broker = Broker(project=cfg.project)
-        for topic in (cfg.start_topic, cfg.job_events_topic, cfg.dead_letter_topic, self._storage_topic):
+        for topic in (cfg.start_topic, cfg.job_events_topic, cfg.dead_letter_topic, cfg.release_topic,
+                      self._storage_topic):
             self.broker.create_topic(topic)
         self.broker.subscribe_callback("dead-letter-log", cfg.dead_letter_topic, self._log_dead_letter)
 
@@ -115,7 +123,13 @@ class LocalCloud:
         self.models.create_endpoint(cfg.endpoint_id, cfg.endpoint_id)  # as deploy.sh does, once
         self.models_server = ModelServiceServer(self.models, "127.0.0.1", 0)
         self.ports["models"] = self.models_server.port
-        self.config = cfg = replace(cfg, local_models_api=f"http://127.0.0.1:{self.ports['models']}")
+        self.tasks = CloudTasksService(self._deliver_task)
+        self.tasks.create_queue(f"projects/{cfg.project}/locations/{cfg.region}",
+                                {"name": f"projects/{cfg.project}/locations/{cfg.region}/queues/{cfg.tasks_queue}"})
+        self.tasks_server = CloudTasksServer(self.tasks, "127.0.0.1", 0)
+        self.ports["tasks"] = self.tasks_server.port
+        self.config = cfg = replace(cfg, local_models_api=f"http://127.0.0.1:{self.ports['models']}",
+                                    local_tasks_api=self.tasks_server.url)
         self.api = app = ControlApi(self.jobs)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log on the console
         server = make_server("127.0.0.1", self.ports["api"], app, threaded=True)
@@ -140,6 +154,7 @@ class LocalCloud:
     def stop(self) -> None:
         # Jobs end before the broker stops, so their last log lines still have somewhere to go.
         for step in (lambda: self.scheduler.stop(), lambda: self.watcher.stop(), lambda: self.jobs.stop(),
+                     lambda: self.tasks_server.close(),
                      lambda: self.broker.stop(timeout=5), lambda: self._grpc.stop(grace=1),
                      lambda: self.models.close(), lambda: self.models_server.close()):
             try:
@@ -237,6 +252,23 @@ class LocalCloud:
         self.broker.subscribe_push("eventarc-on-training-complete", cfg.job_events_topic,
                                    self._function_url("on_training_complete"),
                                    event_format=PubsubMessagePublished(cfg.job_events_topic), **retry)
+        self.broker.subscribe_push("eventarc-on-release-event", cfg.release_topic,
+                                   self._function_url("on_release_event"),
+                                   event_format=PubsubMessagePublished(cfg.release_topic), **retry)
+
+    def _deliver_task(self, http_request: dict) -> int:
+        """A Cloud Tasks dispatch: the only target the chain schedules is Pub/Sub's publish."""
+        try:
+            publish = parse_pubsub_publish(http_request)
+        except NotAPubsubPublish as exc:
+            log.warning("a task's target is not a Pub/Sub publish: %s", exc)
+            return 400
+        project, _, topic = publish.topic.removeprefix("projects/").partition("/topics/")
+        if project != self.config.project or not self.broker.has_topic(topic):
+            return 404
+        for message in publish.messages:
+            self.broker.publish(topic, message.data, dict(message.attributes))
+        return 200
 
     def _on_finalize(self, obj: FinalizedObject) -> None:
         data = json.dumps(obj.resource).encode()

@@ -116,16 +116,44 @@ def _cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    import os
+    _publish(args.root, None, args.topic, args.data.encode())
+    return 0
 
-    state = _local_state(args.root)
-    os.environ["PUBSUB_EMULATOR_HOST"] = state["pubsub_emulator_host"]
+
+def _publish(root: Path, project: str | None, topic_id: str, data: bytes) -> str:
+    """Publish to a topic of the deployed chain (`project`) or, without one, of the local cloud."""
+    if project is None:
+        state = _local_state(root)
+        os.environ["PUBSUB_EMULATOR_HOST"] = state["pubsub_emulator_host"]
+        project = state["project"]
     from google.cloud import pubsub_v1
 
     publisher = pubsub_v1.PublisherClient()
-    topic = publisher.topic_path(state["project"], args.topic)
-    message_id = publisher.publish(topic, args.data.encode()).result(timeout=30)
+    topic = publisher.topic_path(project, topic_id)
+    message_id = publisher.publish(topic, data).result(timeout=30)
     print(f"published message {message_id} to {topic}")
+    return message_id
+
+
+def _cmd_releases(args: argparse.Namespace) -> int:
+    from functions.run_store import RunStore
+    from mlrelay.release_table import format_release_table
+
+    releases = RunStore(*_storage(args)).releases()
+    print(json.dumps(releases, indent=2) if args.json else format_release_table(releases))
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    import getpass
+
+    from functions.config import Config
+
+    if args.to is not None and "@" not in args.to:
+        raise ValueError(f"--to must be MODEL@VERSION (e.g. projects/P/locations/R/models/babyweight@3), not {args.to!r}")
+    body = {"action": "rollback", "to": args.to, "requested_by": getpass.getuser()}
+    _publish(args.root, args.project, Config().release_topic, json.dumps(body).encode())
+    print("the release function deploys the version, then retires the current one: see `mlrelay releases`")
     return 0
 
 
@@ -249,6 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("topic")
     publish.add_argument("data", help="the message body, e.g. a JSON run request")
     publish.set_defaults(func=_cmd_publish)
+
+    releases = with_root(commands.add_parser("releases", help="every traffic change of the endpoint: who, when, why"))
+    releases.add_argument("--bucket", help="gs://BUCKET: the deployed chain's bucket (default: the local cloud's)")
+    releases.add_argument("--json", action="store_true")
+    releases.set_defaults(func=_cmd_releases)
+
+    rollback = with_root(commands.add_parser(
+        "rollback", help="serve an earlier registered version again (through the release function)"))
+    rollback.add_argument("--to", help="MODEL@VERSION to serve (default: the version that served before)")
+    rollback.add_argument("--project", help="the deployed chain's project (default: the local cloud)")
+    rollback.set_defaults(func=_cmd_rollback)
 
     status = with_root(commands.add_parser("status", help="runs and their stages, from the run ledger"))
     status.add_argument("run_id", nargs="?")

@@ -203,7 +203,8 @@ def handoff_latencies(root: Path, bucket_dir: Path, status: RunStatus, events: l
         "manifest_to_training": (_mtime(bucket_dir / manifest_name(status.run_id)),
                                  records.get("training")),
         "training_to_deploy": (train_end, records.get("deploying")),
-        "deploy_to_deployed": (deploy_end, records.get("deployed")),
+        # a canary's deploy ends in its bake (its promotion waits out the bake, by design)
+        "deploy_to_deployed": (deploy_end, records.get("baking") or records.get("deployed")),
     }
     return {name: (round((after - before).total_seconds() * 1000, 1) if before and after else None)
             for name, (before, after) in causes.items()}
@@ -300,7 +301,26 @@ def summarize(cloud, runs: RunStore, bucket_dir: Path, status: RunStatus | None,
             for inst, pred in zip(SAMPLE_INSTANCES, predictions.get("predictions", []))
         ],
         "deployed_model_id": predictions.get("deployedModelId"),
+        "gate": _detail(events, "gate"),
+        "release": _release(events),
     }
+
+
+def _detail(events: list[LedgerEvent], key: str):
+    """The last value a run's ledger records for `key` (None when no record has it)."""
+    found = None
+    for event in events:
+        found = event.details.get(key, found)
+    return found
+
+
+def _release(events: list[LedgerEvent]) -> dict | None:
+    """How the model went into service, or why not: the rollout, the bake's verdict, the split."""
+    rollout = _detail(events, "rollout")
+    if rollout is None:
+        return None
+    return {"rollout": rollout, "bake": _detail(events, "bake"), "traffic_split": _detail(events, "traffic_split"),
+            "bake_ends": _detail(events, "bake_ends")}
 
 
 def _manifest(runs: RunStore, run_id: str) -> dict:
@@ -332,6 +352,23 @@ def format_summary(summary: dict) -> str:
         baseline = summary.get("baseline_rmse")
         baseline_text = "" if baseline is None else f"; predicting the mean {baseline:.4f} lb"
         lines.append(f"eval RMSE {summary['eval_rmse']:.4f} lb; Bayes floor {floor_text}{ratio}{baseline_text}")
+    gate = summary.get("gate")
+    if gate:
+        lines.append(f"gate: {gate['reason']}")
+        for check in gate.get("checks", []):
+            lines.append(f"  {'ok ' if check['passed'] else 'NO '} {check['name']:<34} {check['value']:.4f}"
+                         f" (bound {check['bound']:.4f})" if isinstance(check.get("value"), (int, float))
+                         and isinstance(check.get("bound"), (int, float)) else f"  {check['name']}")
+    release = summary.get("release")
+    if release:
+        if release["rollout"] == "first":
+            lines.append("release: the endpoint's first model, straight to 100 % of traffic")
+        else:
+            verdict = release.get("bake") or {}
+            outcome = ("promoted" if verdict.get("promote") else "rolled back") if verdict else "baking"
+            lines.append(f"release: canary beside the champion until {release.get('bake_ends')}, then {outcome}"
+                         + (f": {verdict['reason']}" if verdict.get("reason") else ""))
+            lines.append(f"  traffic split now {release.get('traffic_split')}")
     lines.append(f"model version {summary.get('model_version')} at {summary.get('endpoint')}")
     for p in summary.get("predictions", []):
         inst = p["instance"]

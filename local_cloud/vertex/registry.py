@@ -472,6 +472,15 @@ class ModelService:
             raise ApiError("NOT_FOUND", f"endpoint {self.endpoint_name(endpoint_id)} does not exist")
         return choose_route(table, endpoint_name=self.endpoint_name(endpoint_id), draw=self._rng.random)
 
+    def crash_serving(self, deployed_model_id: str) -> None:
+        """Kill a deployed model's container (SIGKILL), as a node failure would: local only, for
+        drills and tests of what a failing canary does. Its traffic share then answers UNAVAILABLE."""
+        with self._lock:
+            server = self._servers.get(deployed_model_id)
+        if server is None:
+            raise ApiError("NOT_FOUND", f"no deployed model {deployed_model_id} is serving")
+        server.kill()
+
     def serving_url(self, endpoint_id: str, deployed_model_id: str) -> str:
         """The predict URL of a deployed model's container: local only (Vertex exposes no such
         address), for measuring what the endpoint's hop costs and for tests."""

@@ -172,6 +172,14 @@ class ServingProcess:
         tail = [line for line in text.splitlines() if line.strip()][-lines:]
         return " | ".join(tail) or "(no output)"
 
+    def kill(self) -> None:
+        """SIGKILL: the container dies at once, as in a crash (it stays marked ready: nothing noticed)."""
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._process.wait()
+
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM, as Vertex AI stops a node (the server finishes requests in flight), then SIGKILL."""
         self._ready.clear()
