@@ -16,6 +16,7 @@ through `RunStore`: the functions, the command line and the benchmarks alike. Th
     deployments/<operation>.json                which run a deploy operation belongs to, and why
     releases/<stamp>-<run_id>-<action>.json     every traffic change: who, when, why, from and to
     rollbacks/<rollback>/_LAUNCHED, _DONE       a requested rollback's deploy and its end, once
+    endpoints/<endpoint>/_RELEASING             the one release in progress on an endpoint, and whose
 
 The path functions are pure, so an entry point can tell a manifest from any other object of the
 bucket without I/O.
@@ -132,6 +133,10 @@ def rollback_marker_name(subject: str, step: str) -> str:
     if step not in ("launched", "done"):
         raise ValueError(f"a rollback has no step {step!r}")
     return f"{ROLLBACKS_PREFIX}{subject}/_{step.upper()}"
+
+
+def release_slot_name(endpoint_id: str) -> str:
+    return f"endpoints/{endpoint_id}/_RELEASING"
 
 
 def release_record_name(time: TimeLike, run_id: str, action: str) -> str:
@@ -289,6 +294,40 @@ class RunStore:
         return max(served, key=lambda s: s.updated, default=None)
 
     # releases
+
+    def claim_release_slot(self, endpoint_id: str, holder: str) -> str | None:
+        """Hold the endpoint's one release slot for `holder` (a run, or a rollback): None when it
+        is ours now, else who holds it. Create-only, so racing deploys cannot both hold it; a
+        holder that ended without freeing it (a crash) is taken over."""
+        name = release_slot_name(endpoint_id)
+        for _ in range(2):
+            if self.storage.create(name, json.dumps({"holder": holder}).encode()):
+                return None
+            try:
+                current = json.loads(self.storage.read(name))["holder"]
+            except (NotFound, ValueError, KeyError, TypeError):
+                continue  # freed, or being written, this very moment: look again
+            if current == holder:
+                return None
+            if not self._holder_has_ended(current):
+                return current
+            self.storage.delete(name)
+        return "another release"
+
+    def free_release_slot(self, endpoint_id: str, holder: str) -> None:
+        """Give the slot up, if `holder` has it (a redelivery may find it freed already)."""
+        name = release_slot_name(endpoint_id)
+        try:
+            current = json.loads(self.storage.read(name)).get("holder")
+        except (NotFound, ValueError, AttributeError):
+            return
+        if current == holder:
+            self.storage.delete(name)
+
+    def _holder_has_ended(self, holder: str) -> bool:
+        if is_run_id(holder):
+            return any(status.terminal for status in self.statuses(holder))
+        return self.storage.exists(rollback_marker_name(holder, "done"))
 
     def record_release(self, time: TimeLike, run_id: str, action: str, document: dict[str, Any]) -> None:
         """One traffic change of the endpoint (create-only: a redelivery keeps the first record)."""

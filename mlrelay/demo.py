@@ -178,6 +178,11 @@ def deploy_operation(events: list[LedgerEvent]) -> str | None:
     return next((e.details.get("operation") for e in events if e.state.value == "deploying"), None)
 
 
+def deploy_decision(events: list[LedgerEvent]) -> datetime | None:
+    """When the deploy stage decided: its first record (deploying, or the release refused)."""
+    return next((e.time for e in sorted(events, key=lambda e: e.time) if e.stage == "deploy"), None)
+
+
 def handoff_latencies(root: Path, bucket_dir: Path, status: RunStatus, events: list[LedgerEvent],
                       trigger_path: Path) -> dict[str, float | None]:
     """Milliseconds from each event's cause existing to the next stage having launched its work."""
@@ -202,7 +207,7 @@ def handoff_latencies(root: Path, bucket_dir: Path, status: RunStatus, events: l
         "trigger_to_preprocess": (_mtime(trigger_path), records.get("preprocessing")),
         "manifest_to_training": (_mtime(bucket_dir / manifest_name(status.run_id)),
                                  records.get("training")),
-        "training_to_deploy": (train_end, records.get("deploying")),
+        "training_to_deploy": (train_end, deploy_decision(events)),
         # a canary's deploy ends in its bake (its promotion waits out the bake, by design)
         "deploy_to_deployed": (deploy_end, records.get("baking") or records.get("deployed")),
     }

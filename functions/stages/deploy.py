@@ -67,15 +67,32 @@ def deploy_trained_model(config: Config, platform: Platform, runs: RunStore, run
         outcome["version"] = version.versioned_name
         if not gate.blessed:
             return version.versioned_name
+        # One release at a time on an endpoint: held from here to the model's promotion (or its
+        # end), so that two runs finishing together cannot both deploy beside one champion.
+        holder = runs.claim_release_slot(config.endpoint_id, run_id)
+        if holder is not None:
+            outcome["refused"] = f"{holder}'s release is in progress on {config.endpoint_id}; start the run again after it ends"
+            return version.versioned_name
+        try:
+            refusal = deploy(version)
+        except BaseException:
+            runs.free_release_slot(config.endpoint_id, run_id)
+            raise
+        if refusal:
+            outcome["refused"] = refusal
+            runs.free_release_slot(config.endpoint_id, run_id)
+            return version.versioned_name
+        return outcome["operation"]
+
+    def deploy(version: ModelVersion) -> str:
+        """Start the deployment the endpoint's state calls for; or why not ("" when started)."""
         try:
             endpoint = platform.models.get_endpoint(config.endpoint_id)
         except NotFound:
-            outcome["refused"] = f"endpoint {config.endpoint_id} does not exist"
-            return version.versioned_name
+            return f"endpoint {config.endpoint_id} does not exist"
         plan = plan_deploy(endpoint, policy.canary_percent)
         if plan.refusal:
-            outcome["refused"] = plan.refusal
-            return version.versioned_name
+            return plan.refusal
         if plan.kind == "canary":  # the gate judged it beside one champion: is that one still serving?
             serving = endpoint.get(plan.champion_id).versioned_name
             scored = _scored_champion(runs, run_id)
@@ -84,13 +101,12 @@ def deploy_trained_model(config: Config, platform: Platform, runs: RunStore, run
             else:
                 changed = champion_changed(scored, serving)
             if changed:
-                outcome["refused"] = changed
-                return version.versioned_name
+                return changed
         op = platform.models.start_deploy(version, config.endpoint_id, plan.split, run_id)
         outcome.update(operation=op.name, kind=plan.kind, split=plan.split)
         runs.index_deployment(op.name, run_id, version.versioned_name, kind=plan.kind, champion=plan.champion_id,
                               traffic_before=endpoint.traffic_split, bake_seconds=policy.bake_seconds)
-        return op.name
+        return ""
 
     claim = launch_once(platform.storage, marker=launch_marker_name(run_id, "deploy"),
                         find_existing=lambda: None, launch=start)
@@ -124,10 +140,13 @@ def finish_deploy(config: Config, platform: Platform, operation_name: str, event
         raise TransientError(f"operation {operation_name} logged an end but is not done")
     if op.error:
         if index.get("kind") == "rollback":  # no run of the ledger: the release history says it
-            return _rollback_failed(platform, runs, index, op.error)
-        record(runs, run_id, "deploy", "failed", event_id, operation=operation_name,
-               reason=f"deployment failed: {op.error}")
-        return StageResult(Action.RECORDED, run_id, op.error)
+            result = _rollback_failed(platform, runs, index, op.error)
+        else:
+            record(runs, run_id, "deploy", "failed", event_id, operation=operation_name,
+                   reason=f"deployment failed: {op.error}")
+            result = StageResult(Action.RECORDED, run_id, op.error)
+        runs.free_release_slot(config.endpoint_id, run_id)
+        return result
     deployed_id = op.deployed_model_id
     if index.get("kind") == "canary":
         return _start_bake(config, platform, runs, index, deployed_id, event_id)
@@ -149,6 +168,7 @@ def _finish_rollback(config: Config, platform: Platform, runs: RunStore, index: 
         "model_version": index["model_version"], "deployed_model_id": deployed_id,
         "from": index.get("traffic_before", {}), "to": {deployed_id: 100}, "retired": retired,
         "why": index.get("why", "rollback requested"), "gate": "skipped"})
+    runs.free_release_slot(config.endpoint_id, index["run_id"])
     return StageResult(Action.RECORDED, detail=index["model_version"])
 
 
@@ -181,6 +201,7 @@ def _put_in_service(config: Config, platform: Platform, runs: RunStore, index: d
         "deployed_model_id": deployed_id, "from": index.get("traffic_before", {}), "to": {deployed_id: 100},
         "retired": retired, "why": "the first model on the endpoint, through the gate" if not index.get("traffic_before")
         else "it replaces the models that served"})
+    runs.free_release_slot(config.endpoint_id, run_id)
     return StageResult(Action.RECORDED, run_id)
 
 

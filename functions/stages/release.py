@@ -48,6 +48,7 @@ def end_bake(config: Config, platform: Platform, bake: BakeEnded) -> StageResult
     if endpoint.get(candidate) is None:
         reason = f"the canary {candidate} is no longer deployed on {config.endpoint_id}"
         record(runs, run_id, "release", "failed", bake.event_id, reason=reason)
+        runs.free_release_slot(config.endpoint_id, run_id)
         return StageResult(Action.RECORDED, run_id, reason)
     if champion is not None and endpoint.get(champion) is None:
         champion = None  # retired meanwhile: the canary is judged on its own figures
@@ -79,6 +80,7 @@ def end_bake(config: Config, platform: Platform, bake: BakeEnded) -> StageResult
         "time": now.isoformat(), "by": "on_release_event (bake end)", "model_version": deployed["model_version"],
         "deployed_model_id": candidate, "from": endpoint.traffic_split, "to": after, "why": verdict.reason,
         "retired": [champion] if verdict.promote and champion else ([] if verdict.promote else [candidate])})
+    runs.free_release_slot(config.endpoint_id, run_id)
     return StageResult(Action.RECORDED, run_id, claim.job)
 
 
@@ -111,15 +113,29 @@ def roll_back(config: Config, platform: Platform, asked: RollbackAsked) -> Stage
         return StageResult(Action.DUPLICATE, detail=f"{version.versioned_name} serves already")
 
     def start() -> str:
-        op = platform.models.start_deploy(_version(version.versioned_name), config.endpoint_id, {NEW_MODEL: 100},
-                                          subject)
-        runs.index_deployment(op.name, subject, version.versioned_name, kind="rollback",
-                              traffic_before=endpoint.traffic_split, requested_by=asked.requested_by,
-                              why="rollback requested; the gate is skipped for a version that served before")
+        holder = runs.claim_release_slot(config.endpoint_id, subject)
+        if holder is not None:
+            raise ReleaseBusy(f"{holder}'s release is in progress on {config.endpoint_id}: roll back after it ends")
+        try:
+            op = platform.models.start_deploy(_version(version.versioned_name), config.endpoint_id,
+                                              {NEW_MODEL: 100}, subject)
+            runs.index_deployment(op.name, subject, version.versioned_name, kind="rollback",
+                                  traffic_before=endpoint.traffic_split, requested_by=asked.requested_by,
+                                  why="rollback requested; the gate is skipped for a version that served before")
+        except BaseException:
+            runs.free_release_slot(config.endpoint_id, subject)
+            raise
         return op.name
 
-    claim = launch_once(platform.storage, marker=marker, find_existing=lambda: None, launch=start)
+    try:
+        claim = launch_once(platform.storage, marker=marker, find_existing=lambda: None, launch=start)
+    except ReleaseBusy as busy:  # the claim is removed again: a later request may roll back
+        return StageResult(Action.REJECTED, detail=str(busy))
     return StageResult(Action(claim.how.value), detail=version.versioned_name, extra={"operation": claim.job})
+
+
+class ReleaseBusy(RuntimeError):
+    """Another release holds the endpoint's slot."""
 
 
 def _launched_operation(platform: Platform, marker: str) -> str | None:

@@ -174,3 +174,20 @@ def test_the_deployed_record_and_the_last_run_in_service(runs):
             runs.append(event(stage, state, seconds, run_id=run_id))
     assert runs.last_serving_run(other_than="run-20261127-045219-cccccccccc").run_id == other
     assert runs.last_serving_run(other_than=other).run_id == RUN, "a rolled-back run never served all traffic"
+
+
+def test_an_endpoint_has_one_release_slot_taken_over_only_from_a_holder_that_ended(runs):
+    first, second = "run-20261127-050000-aaaaaaaaaa", "run-20261127-050001-bbbbbbbbbb"
+    assert runs.claim_release_slot("e", first) is None
+    assert runs.claim_release_slot("e", first) is None  # a redelivery holds it still
+    assert runs.claim_release_slot("e", second) == first
+    runs.free_release_slot("e", second)  # not the holder: nothing happens
+    assert runs.claim_release_slot("e", second) == first
+    # the holder ended without freeing it (a crash after its last record): the slot is taken over
+    runs.append(LedgerEvent(run_id=first, stage="request", state=RunState.REJECTED,
+                            time=datetime(2026, 11, 27, 5, tzinfo=timezone.utc), cause_event_id="x",
+                            details={"reason": "r"}))
+    assert runs.claim_release_slot("e", second) is None
+    runs.free_release_slot("e", second)
+    assert runs.claim_release_slot("e", "rollback-1") is None
+    assert runs.claim_release_slot("e", first) == "rollback-1"

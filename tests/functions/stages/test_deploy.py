@@ -221,11 +221,25 @@ def test_a_third_candidate_while_a_canary_bakes_is_rejected_and_nothing_is_deplo
     assert twice(end_training, config, platform, job_id) == ["rejected", "duplicate"]
 
     folded = status(config, platform, run)
-    assert folded.state == "rejected" and "already holds two deployed models (dm1, dm2)" in folded.reason
+    assert folded.state == "rejected" and f"{baking}'s release is in progress" in folded.reason
     assert folded.anomalies == ()
     assert platform.models.deploys == deploys and endpoint_now(platform) == served
     assert platform.models.uploads[-1][2] == {"run_id": run, "gate": "blessed"}
     assert status(config, platform, baking).state == "baking", "the bake goes on"
+
+
+def test_two_candidates_finishing_together_deploy_one_canary_beside_the_champion(env):
+    """The second reaches the deploy stage while the first's deploy is still in flight (the
+    endpoint shows one deployed model to both): the endpoint's release slot stops the second."""
+    config, platform = env
+    serving_champion(config, platform)
+    first, first_job = trained(config, platform, "m-a", candidate=0.9)
+    second, second_job = trained(config, platform, "m-b", candidate=0.9)
+    assert end_training(config, platform, first_job).action == "launched"
+    assert len(endpoint_now(platform)[0]) == 1  # the canary's deploy has not ended yet
+    assert twice(end_training, config, platform, second_job) == ["rejected", "duplicate"]
+    assert f"{first}'s release is in progress" in status(config, platform, second).reason
+    assert len(platform.models.deploys) == 2  # the first run's, and the canary's: no third
 
 
 def test_a_candidate_judged_beside_a_champion_that_has_since_been_replaced_is_not_deployed(env):
