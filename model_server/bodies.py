@@ -7,6 +7,7 @@ read bodies with these functions, so both refuse the same bodies with the same r
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from model_server.errors import ApiError, invalid
@@ -46,8 +47,28 @@ async def read_json_body(scope: dict, receive, limit: int, discard_limit: int) -
     raw = await read_body(scope, receive, limit, discard_limit)
     if not raw.strip():
         return {}
+    return parse_json(raw)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large for a double")
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    """A body parsed as strict JSON, as Google's front ends parse it: NaN, Infinity and numbers past
+    a double's range are refused (Python's json would take them, and a model would predict from
+    them), and so is nesting too deep to parse, all as INVALID_ARGUMENT."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise invalid("the request body is nested too deeply to parse") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise invalid(f"the request body is not valid JSON: {exc}") from None
 

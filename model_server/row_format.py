@@ -31,6 +31,7 @@ class InputSpec:
 
 
 _FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16"}
+_MAX_DOUBLE_INT = int(np.finfo(np.float64).max)
 _INT_RANGES: dict[str, tuple[int, int]] = {
     "int8": (-(2**7), 2**7 - 1),
     "int16": (-(2**15), 2**15 - 1),
@@ -72,7 +73,9 @@ def _leaf_value(value: Any, dtype: str) -> Any:
     """One JSON value as the input's dtype wants it, or None when its JSON type does not fit."""
     kind = type(value)
     if dtype in _FLOAT_DTYPES:
-        return value if kind is float or kind is int else None
+        if kind is int:  # an integer past a double's range would overflow the array
+            return value if abs(value) <= _MAX_DOUBLE_INT else None
+        return value if kind is float else None
     if dtype in _INT_RANGES:
         low, high = _INT_RANGES[dtype]
         return value if kind is int and low <= value <= high else None
@@ -100,7 +103,8 @@ def _plain_scalars(values: list, dtype: str) -> bool:
     """Whether every value is a plain JSON scalar of the dtype's kind (the common, fast case)."""
     kinds = set(map(type, values))
     if dtype in _FLOAT_DTYPES:
-        return kinds <= {float, int}
+        return kinds == {float} or (kinds <= {float, int}
+                                    and all(type(v) is float or abs(v) <= _MAX_DOUBLE_INT for v in values))
     if dtype == "string":
         return kinds == {str}
     if dtype == "bool":
@@ -120,6 +124,8 @@ def column_to_array(values: list, spec: InputSpec) -> np.ndarray:
         convert = _leaf_value if per_instance_rank == 0 else _nested_values
         converted = [convert(v, dtype) for v in values]
         for index, item in enumerate(converted):
+            if item is None and type(values[index]) is int and dtype in _FLOAT_DTYPES:
+                raise invalid(f"instances[{index}].{spec.name} is too large for {dtype}")
             if item is None:
                 raise invalid(
                     f"instances[{index}].{spec.name} must be {_expected_json(dtype)} ({dtype}), "

@@ -50,7 +50,7 @@ from local_cloud.vertex.forwarding import ContainerAnswer, Forwarder
 from local_cloud.vertex.rest_rules import ApiError, invalid, parse_duration
 from local_cloud.vertex.serving_figures import ServingFigures
 from model_server.batcher import PredictionBatcher
-from model_server.bodies import MAX_PREDICT_PAYLOAD_BYTES, read_body, read_json_body
+from model_server.bodies import MAX_PREDICT_PAYLOAD_BYTES, parse_json, read_body, read_json_body
 from model_server.errors import from_answer
 from model_server.responses import EncodedJson, respond_json
 
@@ -275,10 +275,11 @@ class VertexRestApp:
 
 
 def _plain_instances(body: bytes) -> list | None:
-    """The instances of a body that is exactly {"instances": [non-empty list]}, else None (sent as it came)."""
+    """The instances of a body that is exactly {"instances": [non-empty list]}, else None (sent as it
+    came, so that the container refuses it in its own words)."""
     try:
-        request = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+        request = parse_json(body)
+    except ApiError:
         return None
     if not isinstance(request, dict) or len(request) != 1:
         return None

@@ -51,6 +51,16 @@ def test_bad_predict_requests_get_400_with_google_error_json(service_factory, sa
                                 "instances[0].is_male must be a string"),
         "instance not an object": (json.dumps({"instances": [[True, 26, "Single(1)", 39]]}).encode(), "instances[0]"),
         "too many instances": (json.dumps({"instances": [BABY] * 6}).encode(), "at most 5 instances"),
+        # strict JSON, as Google's front ends parse it: a model must not predict from these
+        "NaN": (b'{"instances": [{"is_male": "True", "mother_age": NaN, "plurality": "Single(1)", '
+                b'"gestation_weeks": 39}]}', "NaN is not JSON"),
+        "Infinity": (b'{"instances": [{"is_male": "True", "mother_age": -Infinity, "plurality": "Single(1)", '
+                     b'"gestation_weeks": 39}]}', "-Infinity is not JSON"),
+        "a double past its range": (b'{"instances": [{"is_male": "True", "mother_age": 1e400, '
+                                    b'"plurality": "Single(1)", "gestation_weeks": 39}]}', "too large for a double"),
+        "an integer past a double's range": (json.dumps({"instances": [{**BABY, "mother_age": 10**400}]}).encode(),
+                                             "instances[0].mother_age is too large for float32"),
+        "nesting too deep": (b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
     }
     for case, (raw, phrase) in bad_requests.items():
         status, answer = rest.call("POST", path, raw=raw)
