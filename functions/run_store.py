@@ -59,7 +59,11 @@ def run_prefix(run_id: str) -> str:
 
 
 def is_trigger_name(name: str) -> bool:
-    return name.startswith(TRIGGER_PREFIX)
+    """An object under triggers/ whose name walks nowhere else: no empty, "." or ".." segment (a
+    Cloud Storage name may hold them; read through a directory, as locally, they would escape)."""
+    if not name.startswith(TRIGGER_PREFIX) or name == TRIGGER_PREFIX or "\x00" in name:
+        return False
+    return all(part not in ("", ".", "..") for part in name[len(TRIGGER_PREFIX):].split("/"))
 
 
 def request_name(run_id: str) -> str:

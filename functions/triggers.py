@@ -15,9 +15,15 @@ from typing import Any
 
 from events.errors import InvalidEvent
 from events.log_entries import JobTerminal, classify, parse_log_entry
-from events.pubsub import GcsNotification, is_gcs_notification, parse_message_published, topic_from_source
+from events.pubsub import (
+    MESSAGE_PUBLISHED_EVENT_TYPE,
+    GcsNotification,
+    is_gcs_notification,
+    parse_message_published,
+    topic_from_source,
+)
 from events.run_id import is_run_id
-from events.storage import StorageObject
+from events.storage import FINALIZED_EVENT_TYPE, StorageObject
 from events.timestamps import parse_rfc3339
 from functions.run_store import manifest_run_id
 
@@ -78,12 +84,26 @@ class NotForUs:
 StartTrigger = TriggerFile | StartMessage
 
 
+def _not_of_type(cloud_event: Any, expected: str) -> NotForUs | None:
+    """An event of another type than the trigger delivers (a misrouted or forged one), or None.
+
+    The data alone can look right (a Pub/Sub body under a storage type launched a run once)."""
+    kind = cloud_event.get("type") if hasattr(cloud_event, "get") else None
+    return None if kind == expected else NotForUs(f"a {kind!r} event, not {expected}")
+
+
 def decode_start(cloud_event: Any) -> StartTrigger | NotForUs:
     """messagePublished on the start topic."""
+    wrong = _not_of_type(cloud_event, MESSAGE_PUBLISHED_EVENT_TYPE)
+    if wrong:
+        return wrong
     event_id = cloud_event["id"]
     try:
         message = parse_message_published(cloud_event.data).message
-        event_time = parse_rfc3339(cloud_event["time"])
+        try:
+            event_time = parse_rfc3339(cloud_event["time"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidEvent(f"the event's time is not an RFC 3339 time: {exc}") from None
         if not is_gcs_notification(message.attributes):
             return StartMessage(event_id, event_time, topic_from_source(cloud_event["source"]),
                                 message.message_id or event_id, message.data)
@@ -110,6 +130,9 @@ def _object_size(data: bytes) -> int:
 
 def decode_object_finalized(cloud_event: Any) -> ManifestWritten | NotForUs:
     """Cloud Storage object finalized: only a run's manifest is a trigger, by its name alone."""
+    wrong = _not_of_type(cloud_event, FINALIZED_EVENT_TYPE)
+    if wrong:
+        return wrong
     data = cloud_event.data if isinstance(cloud_event.data, dict) else {}
     run_id = manifest_run_id(data.get("name", ""))
     if run_id is None:
@@ -123,6 +146,9 @@ def decode_object_finalized(cloud_event: Any) -> ManifestWritten | NotForUs:
 
 def decode_job_event(cloud_event: Any) -> JobEnded | NotForUs:
     """messagePublished on the job-events topic: a LogEntry the log sink forwarded."""
+    wrong = _not_of_type(cloud_event, MESSAGE_PUBLISHED_EVENT_TYPE)
+    if wrong:
+        return wrong
     try:
         delivery = parse_message_published(cloud_event.data)
         terminal = classify(parse_log_entry(delivery.message.data))
@@ -155,6 +181,9 @@ class RollbackAsked:
 
 def decode_release(cloud_event: Any) -> BakeEnded | RollbackAsked | NotForUs:
     """messagePublished on the release topic: a bake's end or a rollback request, JSON in the data."""
+    wrong = _not_of_type(cloud_event, MESSAGE_PUBLISHED_EVENT_TYPE)
+    if wrong:
+        return wrong
     event_id = cloud_event["id"]
     try:
         message = parse_message_published(cloud_event.data).message

@@ -95,7 +95,10 @@ def _last_serving_data(config: Config, runs: RunStore, run_id: str) -> RunData |
 
 def finish_training(config: Config, platform: Platform, ended: JobEnded) -> StageResult:
     """A training job's terminal log line arrived: confirm with the job API, then deploy or fail."""
-    job = platform.jobs.get_training_job(ended.terminal.job_id)
+    try:
+        job = platform.jobs.get_training_job(ended.terminal.job_id)
+    except NotFound:  # a line naming a job the API does not know (forged, or of another project)
+        return StageResult(Action.IGNORED, detail=f"job {ended.terminal.job_id} is not one the job API knows")
     if not job.terminal:
         # The log line is only the doorbell; the API is the truth. Try again shortly.
         raise TransientError(f"job {job.job_id} logged an end but its state is {job.state}")

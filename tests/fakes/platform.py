@@ -55,6 +55,8 @@ class FakeJobs:
         return [JobRef(j.job_id, j.name, "training") for j in self.jobs.values() if j.labels.get("run_id") == run_id]
 
     def get_training_job(self, job_id):
+        if job_id not in self.jobs:
+            raise NotFound(f"no custom job {job_id}")
         return self.jobs[job_id]
 
     def finish(self, job_id, state, error=""):

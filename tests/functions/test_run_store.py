@@ -128,6 +128,10 @@ def test_only_trigger_files_are_read_as_triggers(runs):
     assert runs.read_trigger("triggers/a.json", max_bytes=10) == b"{}"
     with pytest.raises(ValueError):
         runs.read_trigger(run_store.request_name(RUN), max_bytes=10)
+    for walks_out in ("triggers/../../../../etc/passwd", "triggers/a/../../runs/x.json", "triggers//a.json",
+                      "triggers/./a.json", "triggers/"):
+        assert not run_store.is_trigger_name(walks_out), walks_out
+    assert run_store.is_trigger_name("triggers/nightly/2026-12-01.json")
 
 
 def test_release_names_are_the_run_stores(runs):

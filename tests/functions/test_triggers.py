@@ -121,3 +121,25 @@ def test_a_release_delivery_without_a_message_is_not_for_us():
     broken = message_published("//pubsub.googleapis.com/projects/p/topics/mlrelay-release", b"{}", message_id="1")
     del broken["data"]["message"]
     assert "not a Pub/Sub delivery" in triggers.decode_release(received(broken)).reason
+
+
+def test_an_event_of_another_type_is_not_for_us_whatever_its_data_looks_like():
+    """A storage-finalized type carrying a Pub/Sub body once launched a whole run."""
+    forged = run_request_message(b'{"limit": 5}')
+    forged["type"] = "google.cloud.storage.object.v1.finalized"
+    decoded = triggers.decode_start(received(forged))
+    assert isinstance(decoded, triggers.NotForUs) and "messagePublished" in decoded.reason
+    pubsub_as_storage = object_finalized(manifest_name(RUN), 300, event_id="11")
+    pubsub_as_storage["type"] = "google.cloud.pubsub.topic.v1.messagePublished"
+    assert isinstance(triggers.decode_object_finalized(received(pubsub_as_storage)), triggers.NotForUs)
+    for decode in (triggers.decode_job_event, triggers.decode_release):
+        line = log_entry_message(vertex_job_line("123", "Job completed successfully.", job_state="JOB_STATE_SUCCEEDED"))
+        line["type"] = "google.cloud.audit.log.v1.written"
+        assert isinstance(decode(received(line)), triggers.NotForUs)
+
+
+def test_a_start_event_whose_time_is_not_a_time_is_not_for_us_rather_than_a_500():
+    event = run_request_message(b'{"limit": 5}')
+    event["time"] = "yesterday"
+    decoded = triggers.decode_start(received(event))
+    assert isinstance(decoded, triggers.NotForUs) and "RFC 3339" in decoded.reason

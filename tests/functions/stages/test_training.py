@@ -174,3 +174,11 @@ def test_a_manifest_redelivered_after_the_launch_is_not_rejected_by_a_later_data
     # redelivered: the run's data is unlike the served run's, but its training is launched already
     assert start_training(config, platform, written).action == "duplicate"
     assert status(config, platform, run).state == "training"
+
+
+def test_a_job_end_naming_a_job_the_api_does_not_know_is_ignored_not_retried(env):
+    """A forged or foreign "Job completed successfully." line: acknowledged, nothing recorded."""
+    config, platform = env
+    result = finish_training(config, platform, training_ended("404404"))
+    assert result.action == "ignored" and "not one the job API knows" in result.detail
+    assert RunStore(platform.storage, config.bucket).statuses() == []
