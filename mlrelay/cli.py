@@ -116,7 +116,15 @@ def _cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    _publish(args.root, None, args.topic, args.data.encode())
+    if (args.data is None) == (args.file is None):
+        raise ValueError("give the message body, or --file FILE (- for standard input), not both")
+    if args.file is not None:
+        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    else:
+        data = args.data.encode()
+    if not data:
+        raise ValueError("the message body is empty (Pub/Sub refuses a message with no data and no attributes)")
+    _publish(args.root, None, args.topic, data)
     return 0
 
 
@@ -128,9 +136,16 @@ def _publish(root: Path, project: str | None, topic_id: str, data: bytes) -> str
         project = state["project"]
     from google.cloud import pubsub_v1
 
+    from google.api_core import exceptions
+
     publisher = pubsub_v1.PublisherClient()
     topic = publisher.topic_path(project, topic_id)
-    message_id = publisher.publish(topic, data).result(timeout=30)
+    try:
+        message_id = publisher.publish(topic, data).result(timeout=30)
+    except exceptions.NotFound:
+        raise ValueError(f"there is no topic {topic}") from None
+    except exceptions.GoogleAPICallError as exc:
+        raise ValueError(f"publishing to {topic} failed: {exc.message}") from None
     print(f"published message {message_id} to {topic}")
     return message_id
 
@@ -275,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish = with_root(commands.add_parser("publish", help="publish a message to a topic"))
     publish.add_argument("topic")
-    publish.add_argument("data", help="the message body, e.g. a JSON run request")
+    publish.add_argument("data", nargs="?", help="the message body, e.g. a JSON run request")
+    publish.add_argument("--file", help="read the message body from FILE (- for standard input)")
     publish.set_defaults(func=_cmd_publish)
 
     releases = with_root(commands.add_parser("releases", help="every traffic change of the endpoint: who, when, why"))

@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -146,11 +147,24 @@ def follow_run(bucket_dir: Path, runs: RunStore, trigger_uri: str, timeout_s: fl
     return status
 
 
+class PredictRefused(ValueError):
+    """The endpoint refused the request: its HTTP status and Google's error message, in one line."""
+
+
 def predict(endpoint_url: str, instances: list[dict]) -> dict:
     request = urllib.request.Request(f"{endpoint_url}:predict", data=json.dumps({"instances": instances}).encode(),
                                      method="POST", headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # the endpoint's own reason, not just "HTTP Error 400"
+        body = exc.read()
+        try:
+            error = json.loads(body)["error"]
+            detail = f"{error.get('status', exc.code)}: {error['message']}"
+        except (ValueError, KeyError, TypeError):
+            detail = body[:300].decode("utf-8", "replace") or str(exc.reason)
+        raise PredictRefused(f"the endpoint answered {exc.code} {detail}") from None
 
 
 def _mtime(path: Path) -> datetime | None:

@@ -60,6 +60,11 @@ def test_trigger_uploads_under_triggers_and_status_folds_the_cloud_ledger(emulat
     (["predict", "not json", "--endpoint", "http://127.0.0.1:9"], "not JSON"),
     (["predict", "[]", "--endpoint", "http://127.0.0.1:9"], "non-empty list"),
     (["trigger", "/no/such/file.json", "--bucket", "gs://b"], "No such file"),
+    (["rollback", "--to", "babyweight-3"], "--to must be MODEL@VERSION"),
+    (["publish", "mlrelay-start"], "give the message body, or --file"),
+    (["publish", "mlrelay-start", "{}", "--file", "x.json"], "not both"),
+    (["publish", "mlrelay-start", ""], "the message body is empty"),
+    (["publish", "mlrelay-start", "--file", "/no/such/body.json"], "No such file"),
 ])
 def test_bad_arguments_get_a_clear_message_and_exit_2(argv, words, capsys):
     assert main(argv) == 2
@@ -80,3 +85,39 @@ def test_preprocess_and_train_hand_their_options_to_the_pipeline_and_the_trainer
     assert not (tmp_path / "out" / "_MANIFEST.json").exists()
     assert main(["train", "--data-dir", str(tmp_path), "--job-dir", str(tmp_path / "job")]) != 0
     assert "shard" in capsys.readouterr().err.lower()
+
+
+def test_predict_says_why_the_endpoint_refused_a_request(capsys):
+    """The endpoint's own reason (Google's error JSON), not just "HTTP Error 400"."""
+    import http.server
+    import threading
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                                         "message": "instances[0].mother_age must be a number"}}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}/v1/projects/p/locations/l/endpoints/e"
+        assert main(["predict", '{"mother_age": "old"}', "--endpoint", endpoint]) == 2
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err
+    assert "400 INVALID_ARGUMENT: instances[0].mother_age must be a number" in err
+
+
+def test_releases_of_an_endpoint_that_never_changed_say_so(tmp_path, capsys):
+    (tmp_path / "buckets" / "mlrelay").mkdir(parents=True)
+    assert main(["releases", "--root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == "no releases yet"
