@@ -24,7 +24,7 @@ ENV_NAMES = {
     "canary_percent": "CANARY_PERCENT", "bake_seconds": "BAKE_SECONDS",
     "gate_min_improvement": "GATE_MIN_IMPROVEMENT", "gate_tolerance": "GATE_TOLERANCE",
     "gate_slice_tolerance": "GATE_SLICE_TOLERANCE",
-    "tasks_queue": "TASKS_QUEUE", "tasks_service_account": "TASKS_SA",
+    "tasks_queue": "TASKS_QUEUE", "tasks_service_account": "TASKS_SA", "debounce_seconds": "DEBOUNCE_SECONDS",
     "local_root": "LOCAL_ROOT", "local_api": "LOCAL_API", "local_models_api": "LOCAL_MODELS_API",
     "local_tasks_api": "LOCAL_TASKS_API",
     "dataflow_service_account": "DATAFLOW_SA", "training_service_account": "TRAINING_SA",
@@ -61,6 +61,10 @@ class Config:
     gate_slice_tolerance: float = 0.02
     tasks_queue: str = "mlrelay-release"
     tasks_service_account: str = ""
+    # The same request from the same origin (one trigger file's name, one topic) within this many
+    # seconds of the last is refused, not run again: a burst of uploads or publishes starts one
+    # run. 0 turns the guard off.
+    debounce_seconds: int = 60
     # The source preprocessing reads when a request names none: "bigquery" in the cloud, an object
     # of the bucket locally.
     default_source: str = "data/natality.parquet"
@@ -100,7 +104,7 @@ class Config:
             values["project"] = env["GOOGLE_CLOUD_PROJECT"]
         values.setdefault("default_source", "bigquery" if platform == "gcp" else cls.default_source)
         try:
-            for name in ("canary_percent", "bake_seconds", "max_workers"):
+            for name in ("canary_percent", "bake_seconds", "max_workers", "debounce_seconds"):
                 if name in values:
                     values[name] = int(values[name])
             for name in ("gate_min_improvement", "gate_tolerance", "gate_slice_tolerance"):
@@ -113,6 +117,8 @@ class Config:
             cfg.release_policy()
         except ValueError as exc:  # InvalidReleasePolicy names the setting and its range
             raise ConfigError(f"MLRELAY_ release settings: {exc}") from None
+        if cfg.debounce_seconds < 0:
+            raise ConfigError(f"MLRELAY_DEBOUNCE_SECONDS must be 0 or more, not {cfg.debounce_seconds}")
         if platform == "local" and not (cfg.local_root and cfg.local_api and cfg.local_models_api
                                         and cfg.local_tasks_api):
             raise ConfigError("local platform needs MLRELAY_LOCAL_ROOT, MLRELAY_LOCAL_API, "

@@ -17,6 +17,7 @@ through `RunStore`: the functions, the command line and the benchmarks alike. Th
     releases/<stamp>-<run_id>-<action>.json     every traffic change: who, when, why, from and to
     rollbacks/<rollback>/_LAUNCHED, _DONE       a requested rollback's deploy and its end, once
     endpoints/<endpoint>/_RELEASING             the one release in progress on an endpoint, and whose
+    guards/debounce/<key>.json                  the last run a request from one origin started, and when
 
 The path functions are pure, so an entry point can tell a manifest from any other object of the
 bucket without I/O.
@@ -137,6 +138,12 @@ def rollback_marker_name(subject: str, step: str) -> str:
     if step not in ("launched", "done"):
         raise ValueError(f"a rollback has no step {step!r}")
     return f"{ROLLBACKS_PREFIX}{subject}/_{step.upper()}"
+
+
+def debounce_marker_name(key: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", key):
+        raise ValueError(f"debounce key {key!r} is not a sha256 hex digest")
+    return f"guards/debounce/{key}.json"
 
 
 def release_slot_name(endpoint_id: str) -> str:
@@ -327,6 +334,26 @@ class RunStore:
             return
         if current == holder:
             self.storage.delete(name)
+
+    def debounce(self, key: str, run_id: str, at: datetime, window_s: float) -> tuple[str, float] | None:
+        """Claim `key` for `run_id` at `at`: None when this run may go ahead (first, a redelivery of
+        it, or the last run with this key is older than the window), else (that run, seconds since)."""
+        name = debounce_marker_name(key)
+        ours = json.dumps({"run_id": run_id, "at": at.isoformat()}).encode()
+        if self.storage.create(name, ours):
+            return None
+        try:
+            held = json.loads(self.storage.read(name))
+            other, since = held["run_id"], (at - datetime.fromisoformat(held["at"])).total_seconds()
+        except (NotFound, ValueError, KeyError, TypeError):
+            self.storage.write(name, ours)  # unreadable: this run takes the key
+            return None
+        if other == run_id:
+            return None
+        if abs(since) < window_s:
+            return other, since
+        self.storage.write(name, ours)  # the last one is old enough: this run starts anew
+        return None
 
     def _holder_has_ended(self, holder: str) -> bool:
         if is_run_id(holder):

@@ -40,7 +40,8 @@ def env(tmp_path):
     from functions.platform import Platform
     from tests.fakes.platform import FakeJobs, FakeMetrics, FakeModels, FakeTasks
 
-    config = Config(bucket="b", local_root=str(tmp_path), local_api="http://127.0.0.1:1")
+    # debounce off: stage tests start runs of one request again and again (tests of the guard set it)
+    config = Config(bucket="b", local_root=str(tmp_path), local_api="http://127.0.0.1:1", debounce_seconds=0)
     return config, Platform(LocalStorage(tmp_path / "b"), FakeJobs(), FakeModels(), FakeTasks(), FakeMetrics())
 
 

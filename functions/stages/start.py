@@ -1,6 +1,7 @@
 """start_pipeline's stage: validate a run request, record the run, launch preprocessing once."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import datetime, timezone
@@ -36,6 +37,11 @@ def start_run(config: Config, platform: Platform, trigger: StartTrigger) -> Stag
         record(runs, run_id, "request", "rejected", trigger.event_id, reason=reason, origin=origin)
         return StageResult(Action.REJECTED, run_id, reason)
 
+    repeated = _debounced(config, runs, run_id, trigger, origin, request)
+    if repeated:
+        record(runs, run_id, "request", "rejected", trigger.event_id, reason=repeated, origin=origin)
+        return StageResult(Action.REJECTED, run_id, repeated)
+
     request_doc = {"runId": run_id, "origin": origin, "eventId": trigger.event_id,
                    "request": json.loads(request.to_json())}
     # Stamped before request.json exists: once it does, a duplicate delivery may launch and record
@@ -60,6 +66,27 @@ def start_run(config: Config, platform: Platform, trigger: StartTrigger) -> Stag
                job_ids={"preprocess": claim.job}, timings=launch_timing(started), source=source,
                output=out_uri)
     return StageResult.of_claim(claim, run_id)
+
+
+def _debounced(config: Config, runs: RunStore, run_id: str, trigger: StartTrigger, origin: dict,
+               request: RunRequest) -> str:
+    """Why this request repeats one that started a run moments ago ("" when it does not).
+
+    Keyed on the origin (the trigger file's name, or the topic) and the request as validated, so
+    re-uploading one file or publishing one body in a burst starts one run; the time is the
+    event's own (its object's finalize time, or its publish time), so a redelivery is the same run.
+    """
+    if config.debounce_seconds <= 0:
+        return ""
+    where = origin.get("object") or origin.get("topic")
+    key = hashlib.sha256(json.dumps([origin["kind"], where, json.loads(request.to_json())],
+                                    sort_keys=True).encode()).hexdigest()
+    held = runs.debounce(key, run_id, trigger.event_time, config.debounce_seconds)
+    if held is None:
+        return ""
+    other, since = held
+    return (f"the same request from {where} started run {other} {since:.0f} s before this one; a repeat within "
+            f"{config.debounce_seconds} s is not run again (change the request, or wait)")
 
 
 def _request_bytes(runs: RunStore, trigger: StartTrigger) -> bytes:

@@ -175,6 +175,38 @@ def test_each_origin_starts_a_run_that_is_deployed_once_and_served(cloud):
     assert answer["deployedModelId"]
 
 
+def test_a_burst_of_one_message_and_of_one_trigger_file_starts_one_run_each(cloud):
+    body = {**SMALL_TRAINING, "seed": 11}
+    message_ids = [publish_start(cloud, body) for _ in range(5)]
+    # a refused repeat has no request.json: its run is found by the ledger's origin
+    runs_started = [wait_for(lambda: _runs_with_origin(cloud, "messageId", message_id, 1), 60,
+                             f"a run for message {message_id}")[0] for message_id in message_ids]
+    data = json.dumps({**SMALL_TRAINING, "seed": 12}).encode()
+    uploads = []
+    for _ in range(5):
+        storage_of(cloud).write("triggers/burst.json", data)
+        uri = f"gs://{cloud.config.bucket}/triggers/burst.json"
+        uploads.append(wait_for(lambda: _runs_with_origin(cloud, "object", uri, len(uploads) + 1), 60,
+                                "a run for the upload")[-1])
+    for burst in (runs_started, uploads):
+        states = {run_id: wait_terminal(cloud, run_id) for run_id in burst}
+        went = [r for r, s in states.items() if s.state.value != "rejected" or "not run again" not in s.reason]
+        assert len(went) == 1, {r: (s.state.value, s.reason) for r, s in states.items()}
+        assert len([j for j in cloud.jobs.all() if j.kind == "dataflow" and j.display_name in burst]) == 1
+
+
+def _runs_with_origin(cloud, key: str, value: str, at_least: int) -> list[str] | None:
+    """The runs (oldest first) started or refused for an origin (a message id, a trigger object),
+    once there are at least `at_least` of them."""
+    found = []
+    runs = runs_of(cloud)
+    for status in runs.statuses():
+        records = runs.ledger(status.run_id).get(status.run_id, [])
+        if any(r.details.get("origin", {}).get(key) == value for r in records):
+            found.append(status.run_id)
+    return found if len(found) >= at_least else None
+
+
 @pytest.mark.parametrize("name, data, reason", [
     ("not-json.json", b"{limit: 5", "not JSON"),
     ("wrong-type.json", b'{"batchSize": "big"}', "batchSize"),
@@ -223,7 +255,7 @@ def test_a_preprocessing_failure_ends_the_run_failed(cloud):
 
 def test_a_transient_api_fault_is_retried_and_the_run_completes_once(cloud):
     cloud.api.inject_fault("flexTemplates:launch", status=503, count=2)
-    run_id = run_for_message(cloud, publish_start(cloud, {**SMALL_TRAINING}))
+    run_id = run_for_message(cloud, publish_start(cloud, {**SMALL_TRAINING, "seed": 7}))
     status = wait_terminal(cloud, run_id)
     assert status.state.value == "deployed", status.reason
     assert [s for _, s in cloud.api.fault_log] == [503, 503]

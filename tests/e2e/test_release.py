@@ -42,7 +42,7 @@ BAKE_SECONDS = 6
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
     root = tmp_path_factory.mktemp("release-cloud")
-    config = Config()
+    config = Config(debounce_seconds=0)  # these tests start runs of one request, one after another
     settings = LocalCloudSettings(root=root, config=config, duplicate_deliveries=2, min_backoff_s=0.2,
                                   max_backoff_s=2.0, bake_seconds=BAKE_SECONDS)
     ensure_sample(root / "buckets" / config.bucket, rows=4000, seed=3)

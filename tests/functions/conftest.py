@@ -54,7 +54,7 @@ class Cloud:
 
 @pytest.fixture
 def cloud(tmp_path, caplog):
-    config = Config(bucket=BUCKET, local_root=str(tmp_path), local_api="http://127.0.0.1:1")
+    config = Config(bucket=BUCKET, local_root=str(tmp_path), local_api="http://127.0.0.1:1", debounce_seconds=0)
     fake = Cloud(config, ReadRecordingStorage(tmp_path / BUCKET), FakeJobs(), FakeModels(), FakeTasks(), FakeMetrics())
     caplog.set_level(logging.INFO, logger="mlrelay.functions")
     with bootstrap.override(config, Platform(fake.storage, fake.jobs, fake.models, fake.tasks, fake.metrics)):

@@ -124,3 +124,39 @@ def test_a_409_from_the_job_api_counts_as_done(env):
     config, platform = env
     platform.jobs.fail_next = AlreadyExists("job name in use")
     assert start_run(config, platform, message(b"{}")).action == "duplicate"
+
+
+# --- bursts --------------------------------------------------------------------------------------
+
+
+def test_a_burst_of_one_request_from_one_origin_starts_one_run(env):
+    """Twenty uploads of one trigger file, or one body published ten times, used to start a run each."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    config, platform = env
+    config = replace(config, debounce_seconds=60)
+    body = b'{"limit": 5000}'
+    first = message(body, message_id="m-1")
+    assert start_run(config, platform, first).action == "launched"
+    assert start_run(config, platform, first).action == "duplicate"  # a redelivery is the same run
+    repeats = [start_run(config, platform, replace(message(body, message_id=f"m-{i}"),
+                                                   event_time=first.event_time + timedelta(seconds=i)))
+               for i in range(2, 6)]
+    assert [r.action for r in repeats] == ["rejected"] * 4
+    assert all("not run again" in r.detail and "mlrelay-start" in r.detail for r in repeats)
+    assert len(platform.jobs.preprocess_calls) == 1
+    rejected = RunStore(platform.storage, "b").statuses(repeats[0].run_id)[0]
+    assert rejected.state.value == "rejected" and not platform.storage.exists(request_name(repeats[0].run_id))
+    # another request, or the same one after the window, is a run of its own
+    assert start_run(config, platform, message(b'{"limit": 6000}', message_id="m-9")).action == "launched"
+    later = replace(message(body, message_id="m-10"), event_time=first.event_time + timedelta(seconds=61))
+    assert start_run(config, platform, later).action == "launched"
+    # one trigger file uploaded again with the same content (a new generation) is the same request
+    upload = trigger_file("triggers/nightly.json", generation=1, size=len(body))
+    platform.storage.write("triggers/nightly.json", body)
+    assert start_run(config, platform, upload).action == "launched"
+    again = replace(trigger_file("triggers/nightly.json", generation=2, size=len(body), event_id="e-2"),
+                    event_time=upload.event_time + timedelta(seconds=3))
+    assert start_run(config, platform, again).action == "rejected"
+    assert len(platform.jobs.preprocess_calls) == 4
