@@ -255,7 +255,10 @@ def test_a_preprocessing_failure_ends_the_run_failed(cloud):
 
 def test_a_transient_api_fault_is_retried_and_the_run_completes_once(cloud):
     cloud.api.inject_fault("flexTemplates:launch", status=503, count=2)
-    run_id = run_for_message(cloud, publish_start(cloud, {**SMALL_TRAINING, "seed": 7}))
+    # a request of its own (not a repeat for the debounce guard) whose gate is lenient: this test is
+    # about the retried launch, and a small model of another run may score a few % apart
+    lenient = {"release": {"tolerance": 0.5, "sliceTolerance": 0.5}}
+    run_id = run_for_message(cloud, publish_start(cloud, {**SMALL_TRAINING, **lenient}))
     status = wait_terminal(cloud, run_id)
     assert status.state.value == "deployed", status.reason
     assert [s for _, s in cloud.api.fault_log] == [503, 503]
