@@ -75,6 +75,34 @@ class LocalCloudSettings:
     bake_seconds: int = LOCAL_BAKE_SECONDS
 
 
+LOCK_FILE = "local-cloud.lock"
+
+
+class LocalCloudBusy(RuntimeError):
+    """Another local cloud runs on this state directory (two would number operations twice)."""
+
+
+def hold_root(root: Path):
+    """Hold the state directory for this process: an exclusive flock, released when the process
+    ends however it ends (a kill -9 included), so a crashed cloud never blocks the next one."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise LocalCloudBusy(f"another local cloud runs on {root} (pid {holder}): stop it, or give another "
+                             "--root") from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -96,6 +124,7 @@ class LocalCloud:
     # --- life cycle ------------------------------------------------------------------------------
 
     def start(self, wait_ready: bool = True) -> "LocalCloud":
+        self._root_lock = hold_root(self.root)
         began = time.monotonic()
         self.started_at = time.time()
         for sub in ("triggers", "runs", "data", "packages", "tmp"):
@@ -152,6 +181,8 @@ class LocalCloud:
         return self
 
     def stop(self) -> None:
+        if getattr(self, "_root_lock", None) is None:
+            return  # never started, or refused the directory another cloud holds: nothing of ours runs
         # Jobs end before the broker stops, so their last log lines still have somewhere to go.
         for step in (lambda: self.scheduler.stop(), lambda: self.watcher.stop(), lambda: self.jobs.stop(),
                      lambda: self.tasks_server.close(),
@@ -179,6 +210,10 @@ class LocalCloud:
         state = self.root / STATE_FILE
         if state.exists():
             state.unlink()
+        lock = getattr(self, "_root_lock", None)
+        if lock is not None:
+            lock.close()  # the flock goes with it
+            self._root_lock = None
 
     @property
     def endpoint_url(self) -> str:

@@ -54,7 +54,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from local_cloud.cloud import LocalCloud, LocalCloudSettings
+    from local_cloud.cloud import LocalCloud, LocalCloudBusy, LocalCloudSettings
     from local_cloud.scheduler import ScheduleEntry
     from mlrelay.demo import ensure_sample
 
@@ -68,6 +68,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         cloud.start()
+    except LocalCloudBusy as exc:
+        raise ValueError(str(exc)) from None
+    except BaseException:
+        cloud.stop()
+        raise
+    try:
         cfg = cloud.config
         print(f"local cloud up in {cloud.ready_s:.2f} s; state in {cloud.root}")
         print(f"  bucket gs://{cfg.bucket} = {cloud.bucket_dir} (sample: {sample['rows']:,} rows in data/)")
@@ -229,7 +235,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # A SIGTERM ends the demo through its cleanup, which stops every process the local cloud started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    return run_demo(args.root, rows=args.rows, as_json=args.json)
+    from local_cloud.cloud import LocalCloudBusy
+
+    try:
+        return run_demo(args.root, rows=args.rows, as_json=args.json)
+    except LocalCloudBusy as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
