@@ -60,6 +60,12 @@ class ModelVersion:
     def versioned_name(self) -> str:
         return f"{self.model}@{self.version_id}"
 
+    @classmethod
+    def from_name(cls, versioned_name: str) -> "ModelVersion":
+        """The version a MODEL@VERSION name (as ledgers and deployment records keep it) names."""
+        model, _, version_id = versioned_name.rpartition("@")
+        return cls(model=model, version_id=version_id)
+
 
 @dataclass(frozen=True)
 class RegisteredVersion(ModelVersion):

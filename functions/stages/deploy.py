@@ -159,7 +159,7 @@ def _finish_rollback(config: Config, platform: Platform, runs: RunStore, index: 
                      deployed_id: str) -> StageResult:
     """A rollback's deploy ended: the earlier version takes all traffic, the current one retires."""
     retired = retire_others(config, platform, deployed_id)
-    platform.models.move_aliases(_version(index["model_version"]), list(SERVING_ALIASES))
+    platform.models.move_aliases(ModelVersion.from_name(index["model_version"]), list(SERVING_ALIASES))
     now = datetime.now(timezone.utc)
     if not platform.storage.create(rollback_marker_name(index["run_id"], "done"), b"{}"):
         return StageResult(Action.DUPLICATE, detail=index["model_version"])
@@ -190,7 +190,7 @@ def _put_in_service(config: Config, platform: Platform, runs: RunStore, index: d
     """The new model takes all traffic: every other deployed model is retired, the aliases move."""
     run_id = index["run_id"]
     retired = retire_others(config, platform, deployed_id)
-    platform.models.move_aliases(_version(index["model_version"]), list(SERVING_ALIASES))
+    platform.models.move_aliases(ModelVersion.from_name(index["model_version"]), list(SERVING_ALIASES))
     now = datetime.now(timezone.utc)
     if not runs.mark_deployed(run_id, {**index, "deployed_model_id": deployed_id}):
         return StageResult(Action.DUPLICATE, run_id)
@@ -259,8 +259,3 @@ def retire_others(config: Config, platform: Platform, keep: str) -> list[str]:
             pass
         retired.append(deployed.id)
     return retired
-
-
-def _version(versioned_name: str) -> ModelVersion:
-    model, _, version_id = versioned_name.rpartition("@")
-    return ModelVersion(model=model, version_id=version_id)

@@ -9,11 +9,10 @@ from events.run_request import InvalidRunRequest
 from events.timestamps import parse_rfc3339
 from functions.claim import Claimed, launch_once
 from functions.config import Config
-from functions.platform import NotFound, Platform
+from functions.platform import ModelVersion, NotFound, Platform
 from functions.release.bake import judge_bake
 from functions.release.rollout import NEW_MODEL, SERVING_ALIASES
 from functions.run_store import RunStore, launch_marker_name, rollback_marker_name
-from functions.stages.deploy import _version
 from functions.stages.result import Action, StageResult, record
 from functions.triggers import BakeEnded, RollbackAsked
 
@@ -59,7 +58,7 @@ def end_bake(config: Config, platform: Platform, bake: BakeEnded) -> StageResult
         if verdict.promote:
             if champion is not None:
                 platform.models.undeploy(config.endpoint_id, champion, {candidate: 100})
-            platform.models.move_aliases(_version(deployed["model_version"]), list(SERVING_ALIASES))
+            platform.models.move_aliases(ModelVersion.from_name(deployed["model_version"]), list(SERVING_ALIASES))
             return "promoted"
         split = {champion: 100} if champion else {}
         platform.models.undeploy(config.endpoint_id, candidate, split)
@@ -117,7 +116,7 @@ def roll_back(config: Config, platform: Platform, asked: RollbackAsked) -> Stage
         if holder is not None:
             raise ReleaseBusy(f"{holder}'s release is in progress on {config.endpoint_id}: roll back after it ends")
         try:
-            op = platform.models.start_deploy(_version(version.versioned_name), config.endpoint_id,
+            op = platform.models.start_deploy(version, config.endpoint_id,
                                               {NEW_MODEL: 100}, subject)
             runs.index_deployment(op.name, subject, version.versioned_name, kind="rollback",
                                   traffic_before=endpoint.traffic_split, requested_by=asked.requested_by,
