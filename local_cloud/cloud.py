@@ -32,6 +32,7 @@ from functions.config import Config
 from local_cloud.jobs.control_api import ControlApi
 from local_cloud.jobs.runner import JobRunner
 from local_cloud.logging.entries import deploy_model_audit_entry
+from local_cloud.loopback_server import free_port
 from local_cloud.logging.router import LogRouter, Sink
 from local_cloud.pubsub.broker import Broker
 from local_cloud.pubsub.eventarc import PubsubMessagePublished, StorageObjectFinalized
@@ -101,12 +102,6 @@ def hold_root(root: Path):
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LocalCloud:

@@ -21,6 +21,13 @@ KEEP_ALIVE_S = 300
 STARTUP_TIMEOUT_S = 30
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server another process starts a moment later."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class LoopbackServer:
     """Serves ``app`` on ``host``:``port`` (0: a free port) until ``close()``."""
 

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from local_cloud.loopback_server import free_port
 from local_cloud.vertex.operations import Operations
 from local_cloud.vertex.resources import endpoint_name, endpoint_resource, model_name, model_resource
 from local_cloud.vertex.rest_rules import (
@@ -46,7 +47,6 @@ from local_cloud.vertex.serving_processes import (
     ServingStartFailed,
     container_environment,
     container_program,
-    free_port,
 )
 from local_cloud.vertex.state import STATE_FILE_NAME, next_id, read_state, write_state
 from model_server.model_loading import local_artifact_path

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -48,13 +47,6 @@ _SOURCE_ROOT = str(Path(model_server.__file__).resolve().parents[1])
 
 class ServingStartFailed(Exception):
     """The container exited, or never answered its health check with 200: the reason, in one line."""
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now (the container binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def container_program(container_spec: Mapping) -> list[str]:
