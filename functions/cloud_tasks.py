@@ -18,6 +18,22 @@ from functions.gcp_adapters import CALL_TIMEOUT_S, _LazyClient, translated_error
 from functions.platform import AlreadyExists
 
 
+def plain_http_client(endpoint: str, credentials: Any = None):
+    """A ``CloudTasksClient`` on the REST transport over plain http to `endpoint` ("127.0.0.1:PORT"
+    or "http://127.0.0.1:PORT"), with anonymous credentials unless given: the transport is built
+    with ``url_scheme="http"``, which its constructor takes and the client's ``transport="rest"``
+    does not pass (it would assume https)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.tasks_v2 import CloudTasksClient
+    from google.cloud.tasks_v2.services.cloud_tasks.transports.rest import CloudTasksRestTransport
+
+    def transport(**kwargs: Any) -> CloudTasksRestTransport:
+        return CloudTasksRestTransport(url_scheme="http", **kwargs)
+
+    return CloudTasksClient(transport=transport, client_options={"api_endpoint": endpoint},
+                            credentials=credentials or AnonymousCredentials())
+
+
 class CloudTasksScheduler:
     """Schedules a publish to a topic for later, once per task id."""
 
@@ -26,20 +42,12 @@ class CloudTasksScheduler:
         self.config = config
 
         def make_client():
+            if plain_http:
+                return plain_http_client(api_endpoint, credentials)
             from google.cloud import tasks_v2
 
-            if not plain_http:
-                options = {"api_endpoint": api_endpoint} if api_endpoint else None
-                return tasks_v2.CloudTasksClient(client_options=options, credentials=credentials)
-            from google.auth.credentials import AnonymousCredentials
-            from google.cloud.tasks_v2.services.cloud_tasks.transports.rest import CloudTasksRestTransport
-
-            def transport(**kwargs: Any) -> CloudTasksRestTransport:
-                # the client's transport="rest" would assume https; the stand-in speaks http
-                return CloudTasksRestTransport(url_scheme="http", **kwargs)
-
-            return tasks_v2.CloudTasksClient(transport=transport, client_options={"api_endpoint": api_endpoint},
-                                             credentials=credentials or AnonymousCredentials())
+            options = {"api_endpoint": api_endpoint} if api_endpoint else None
+            return tasks_v2.CloudTasksClient(client_options=options, credentials=credentials)
 
         self._client = _LazyClient(make_client)
 

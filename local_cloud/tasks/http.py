@@ -216,16 +216,8 @@ class CloudTasksServer:
 
 
 def local_client(endpoint: str, credentials: Any = None):
-    """A ``google.cloud.tasks_v2.CloudTasksClient`` on the REST transport over plain http to
-    `endpoint` ("127.0.0.1:PORT" or "http://127.0.0.1:PORT"), with anonymous credentials unless
-    given: the transport is built with ``url_scheme="http"``, which its constructor takes and the
-    client's ``transport="rest"`` does not pass."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud.tasks_v2 import CloudTasksClient
-    from google.cloud.tasks_v2.services.cloud_tasks.transports.rest import CloudTasksRestTransport
+    """The real ``google.cloud.tasks_v2.CloudTasksClient`` pointed at this stand-in, as the
+    functions point it (functions.cloud_tasks.plain_http_client)."""
+    from functions.cloud_tasks import plain_http_client
 
-    def transport(**kwargs: Any) -> CloudTasksRestTransport:
-        return CloudTasksRestTransport(url_scheme="http", **kwargs)
-
-    return CloudTasksClient(transport=transport, client_options={"api_endpoint": endpoint},
-                            credentials=credentials or AnonymousCredentials())
+    return plain_http_client(endpoint, credentials)
