@@ -85,13 +85,6 @@ class Workspace:
             shutil.copytree(REPO / name, self.repo / name, ignore=ignore)
         for name in ("deploy.sh", "requirements.txt"):
             shutil.copy2(REPO / name, self.repo / name)
-        requirements = self.repo / "functions" / "requirements.txt"
-        if not requirements.exists():  # written elsewhere; a stand-in keeps this test independent
-            requirements.write_text("functions-framework==3.10.2\njsonschema==4.26.0\n")
-        main = self.repo / "functions" / "main.py"
-        if "def on_release_event(" not in main.read_text():  # likewise, while it is being written
-            main.write_text(main.read_text() + "\n\ndef on_release_event(cloud_event) -> None:  # stand-in\n"
-                            "    raise NotImplementedError\n")
         self.bin = root / "bin"  # python3 for the fake: the test's own interpreter, quick to start
         self.bin.mkdir()
         (self.bin / "python3").symlink_to(sys.executable)
