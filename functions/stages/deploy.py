@@ -105,7 +105,8 @@ def deploy_trained_model(config: Config, platform: Platform, runs: RunStore, run
         op = platform.models.start_deploy(version, config.endpoint_id, plan.split, run_id)
         outcome.update(operation=op.name, kind=plan.kind, split=plan.split)
         runs.index_deployment(op.name, run_id, version.versioned_name, kind=plan.kind, champion=plan.champion_id,
-                              traffic_before=endpoint.traffic_split, bake_seconds=policy.bake_seconds)
+                              traffic_before=endpoint.traffic_split, deployed_before=[d.id for d in endpoint.deployed],
+                              bake_seconds=policy.bake_seconds)
         return ""
 
     claim = launch_once(platform.storage, marker=launch_marker_name(run_id, "deploy"),
@@ -158,7 +159,7 @@ def finish_deploy(config: Config, platform: Platform, operation_name: str, event
 def _finish_rollback(config: Config, platform: Platform, runs: RunStore, index: dict,
                      deployed_id: str) -> StageResult:
     """A rollback's deploy ended: the earlier version takes all traffic, the current one retires."""
-    retired = retire_others(config, platform, deployed_id)
+    retired = retire_others(config, platform, deployed_id, index)
     platform.models.move_aliases(ModelVersion.from_name(index["model_version"]), list(SERVING_ALIASES))
     now = datetime.now(timezone.utc)
     if not platform.storage.create(rollback_marker_name(index["run_id"], "done"), b"{}"):
@@ -189,7 +190,7 @@ def _put_in_service(config: Config, platform: Platform, runs: RunStore, index: d
                     event_id: str) -> StageResult:
     """The new model takes all traffic: every other deployed model is retired, the aliases move."""
     run_id = index["run_id"]
-    retired = retire_others(config, platform, deployed_id)
+    retired = retire_others(config, platform, deployed_id, index)
     platform.models.move_aliases(ModelVersion.from_name(index["model_version"]), list(SERVING_ALIASES))
     now = datetime.now(timezone.utc)
     if not runs.mark_deployed(run_id, {**index, "deployed_model_id": deployed_id}):
@@ -246,10 +247,14 @@ def _scored_champion(runs: RunStore, run_id: str) -> str | None | bool:
     return False
 
 
-def retire_others(config: Config, platform: Platform, keep: str) -> list[str]:
-    """Undeploy every deployed model but `keep` (billed while deployed), `keep` taking all traffic."""
+def retire_others(config: Config, platform: Platform, keep: str, index: dict) -> list[str]:
+    """Undeploy every deployed model but `keep` (billed while deployed), `keep` taking all traffic.
+
+    Returns what the deployment retires: the models the endpoint held when it started (its
+    index says), so that every delivery of the deploy's end records the same list, whichever of
+    them undeployed each model (the undeploying itself is done from the endpoint as it is now)."""
     endpoint = platform.models.get_endpoint(config.endpoint_id)
-    retired = []
+    undeployed = []
     for deployed in endpoint.deployed:
         if deployed.id == keep:
             continue
@@ -257,5 +262,6 @@ def retire_others(config: Config, platform: Platform, keep: str) -> list[str]:
             platform.models.undeploy(config.endpoint_id, deployed.id, {keep: 100})
         except NotFound:  # retired by a redelivery a moment ago
             pass
-        retired.append(deployed.id)
-    return retired
+        undeployed.append(deployed.id)
+    before = index.get("deployed_before")
+    return undeployed if before is None else [d for d in before if d != keep]

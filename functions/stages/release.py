@@ -119,7 +119,8 @@ def roll_back(config: Config, platform: Platform, asked: RollbackAsked) -> Stage
             op = platform.models.start_deploy(version, config.endpoint_id,
                                               {NEW_MODEL: 100}, subject)
             runs.index_deployment(op.name, subject, version.versioned_name, kind="rollback",
-                                  traffic_before=endpoint.traffic_split, requested_by=asked.requested_by,
+                                  traffic_before=endpoint.traffic_split,
+                                  deployed_before=[d.id for d in endpoint.deployed], requested_by=asked.requested_by,
                                   why="rollback requested; the gate is skipped for a version that served before")
         except BaseException:
             runs.free_release_slot(config.endpoint_id, subject)

@@ -185,6 +185,22 @@ def test_a_rollback_deploys_the_earlier_version_at_100_percent_then_retires_the_
     assert "alice" in release["by"]
 
 
+def test_every_delivery_of_a_deploys_end_records_what_it_retired_even_if_another_undeployed_it(short):
+    """Two deliveries of one end race: one undeploys the old model, the other records the release."""
+    config, platform = short
+    promoted(config, platform)
+    asked = RollbackAsked("e-rollback-2", None, "alice")
+    assert roll_back(config, platform, asked).action == "launched"
+    operation = last_operation(platform)
+    platform.models.complete(operation)
+    platform.models.undeploy("babyweight", "dm2", {"dm3": 100})  # the racing delivery's undeploy
+
+    assert finish_deploy(config, platform, operation, "e-late").action == "recorded"
+
+    *_, release = releases(config, platform)
+    assert release["action"] == "rollback" and release["retired"] == ["dm2"]
+
+
 def test_a_rollback_to_a_named_version(short):
     config, platform = short
     promoted(config, platform)
