@@ -12,17 +12,39 @@ the cloud:
   `max_delivery_attempts`; then the message goes to the dead-letter topic with the attributes
   Pub/Sub adds (CloudPubSubDeadLetterSource*) and is acknowledged on the source subscription
   (`local_cloud.pubsub.retry_policy`);
-- with `retry=False` (a function deployed without --retry) there is exactly one attempt.
+- with `retry=False` (a function deployed without --retry) there is one attempt;
+- a pull subscription keeps each message until it is acknowledged: `pull` leases messages for an
+  ack deadline, `acknowledge` ends them, `modify_ack_deadline` moves a lease's end (0 releases it
+  now), and a message whose lease runs out can be pulled again, its delivery attempt counted.
 
-What a push carries is the subscription's event format (`local_cloud.pubsub.eventarc`). Two local
+Durability. With `store` (a SQLite file, see `local_cloud.pubsub.store` for why WAL with
+synchronous=NORMAL) the topics, the subscriptions' settings, the messages, each subscription's
+unacknowledged messages (attempts so far, when the next is due, the last error, pull leases) and the
+delivery records are on disk. A broker started on the file after the previous one was killed
+(kill -9 included) carries on where it stopped:
+
+- creating a topic the file holds does nothing;
+- subscribing a subscription the file holds re-attaches it, with the new endpoint and settings
+  (ports change across restarts); until then its backlog waits, and messages published meanwhile
+  join it (a pull subscription needs no re-attaching: it can be pulled from at once);
+- every message not acknowledged before the crash is delivered: queued ones, retries (after what
+  is left of their backoff) and those in flight. An attempt in flight at the crash counts, as an
+  attempt Pub/Sub gets no answer to does, so the attempt count carries on and a message whose last
+  attempt was cut short goes to the dead-letter topic.
+
+Without `store` the same state lives in memory and goes with the broker.
+
+What a push carries is the subscription's event format (`local_cloud.pubsub.eventarc`). Local
 simplifications: after the last attempt a message with no dead-letter topic is dropped (the cloud
-keeps retrying until the retention period ends), and `stop` drops what is still queued (nothing is
-persisted).
+keeps retrying until the retention period ends); with retry=False a message whose one attempt was
+cut short by a crash is pushed again (at least once); `stop` leaves queued messages in the store
+for the next broker (without a store they are gone).
 
-Two test knobs exercise idempotency: `duplicate_deliveries=N` pushes every message N times at once,
-and `redeliver` pushes an already acknowledged message again.
+Two test knobs exercise idempotency: `duplicate_deliveries=N` pushes every message N times at once
+(N copies, each retried on its own), and `redeliver` delivers an already acknowledged message again.
 
 References: https://cloud.google.com/pubsub/docs/push (push body, success codes),
+https://cloud.google.com/pubsub/docs/pull (leases, ack deadlines),
 https://cloud.google.com/pubsub/docs/handling-failures (retry policy, dead-letter topics).
 """
 from __future__ import annotations
@@ -34,13 +56,20 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
-from typing import Callable
+from pathlib import Path
+from typing import Callable, NamedTuple
 
 import urllib3
 
-from local_cloud.pubsub.delivery import CallbackTarget, PushTarget, check_endpoint_url
+from local_cloud.pubsub.delivery import (
+    CallbackTarget,
+    DeliveryOutcome,
+    DeliveryRecord,
+    PushTarget,
+    check_endpoint_url,
+)
 from local_cloud.pubsub.eventarc import EventFormat, PubsubMessagePublished, PushContext
 from local_cloud.pubsub.messages import Message, validate_message, validate_resource_name
 from local_cloud.pubsub.retry_policy import (
@@ -50,11 +79,17 @@ from local_cloud.pubsub.retry_policy import (
     backoff_delay,
     dead_letter_attributes,
 )
+from local_cloud.pubsub.store import BrokerStore, RowKey, StoredSubscription, parse_ack_id
+
+__all__ = ["Broker", "BrokerStopped", "DeliveryRecord", "NotAPullSubscription", "PulledMessage", "ResourceNotFound",
+           "SubscriptionInfo"]
 
 log = logging.getLogger(__name__)
 
-# Limits Pub/Sub enforces on a push subscription's ack deadline.
+# Limits Pub/Sub enforces on a subscription's ack deadline, and on the deadline ModifyAckDeadline sets.
 MIN_ACK_DEADLINE_S, MAX_ACK_DEADLINE_S = 10.0, 600.0
+# The last error of an attempt that was in flight when the broker's process ended.
+CUT_SHORT = "no answer: the broker's process ended during this delivery attempt"
 
 
 class ResourceNotFound(LookupError):
@@ -65,44 +100,76 @@ class BrokerStopped(RuntimeError):
     """The broker was stopped and accepts no more work."""
 
 
+class NotAPullSubscription(ValueError):
+    """A pull, ack or lease change on a subscription whose messages the broker delivers itself."""
+
+
+class PulledMessage(NamedTuple):
+    """A message leased by `pull`: acknowledge it with `ack_id` before the lease ends."""
+
+    ack_id: str
+    message: Message
+    delivery_attempt: int
+
+
 @dataclass(frozen=True)
-class DeliveryRecord:
-    """One delivery attempt, for tests and the local cloud's log.
+class SubscriptionInfo:
+    """A subscription's settings, as GetSubscription reports them. `kind` is push, callback or pull."""
 
-    `status_code` is the HTTP status of a push, or None when there was no HTTP answer (connection
-    error, ack deadline exceeded, an in-process subscriber). `outcome` is what the broker did next:
-    "acked", "retrying", "dead-lettered" or "dropped" (failed with no further attempt).
-    """
-
-    subscription: str
-    message_id: str
-    attempt: int
-    status_code: int | None
-    latency_s: float
-    time: datetime
-    outcome: str
-    error: str | None = None
+    name: str
+    topic: str
+    kind: str
+    ack_deadline_s: float
+    endpoint_url: str | None
+    retry: bool
+    min_backoff_s: float
+    max_backoff_s: float
+    max_delivery_attempts: int
+    dead_letter_topic: str | None
 
 
 @dataclass
 class _Subscription:
     name: str
     topic: str
-    target: PushTarget | CallbackTarget
+    kind: str  # "push", "callback" or "pull"
+    target: PushTarget | CallbackTarget | None = None  # None until this broker subscribes it (push, callback)
+    endpoint_url: str | None = None
     retry: bool = False
     min_backoff_s: float = 0.5
     max_backoff_s: float = 10.0
     max_delivery_attempts: int = 5
     dead_letter_topic: str | None = None
     duplicate_deliveries: int = 1
-    received: set[str] = field(default_factory=set)
+    ack_deadline_s: float = MAX_ACK_DEADLINE_S
+    first_seq: int = 0  # the first message it received: redeliver accepts no earlier one
 
+    _KEPT = ("endpoint_url", "retry", "min_backoff_s", "max_backoff_s", "max_delivery_attempts",
+             "dead_letter_topic", "duplicate_deliveries", "ack_deadline_s")
 
-@dataclass(frozen=True)
-class _Task:
-    subscription: _Subscription
-    message: Message
-    attempt: int
+    @property
+    def copies(self) -> int:
+        return 1 if self.kind == "pull" else self.duplicate_deliveries
+
+    @property
+    def delivered_here(self) -> bool:
+        """Whether this broker delivers its messages (a pull subscription's are pulled instead)."""
+        return self.kind != "pull" and self.target is not None
+
+    def stored(self) -> StoredSubscription:
+        return StoredSubscription(self.name, self.topic, self.kind, {k: getattr(self, k) for k in self._KEPT},
+                                  self.first_seq)
+
+    @classmethod
+    def from_store(cls, stored: StoredSubscription) -> _Subscription:
+        known = {f.name for f in fields(cls)} & set(cls._KEPT)
+        return cls(stored.name, stored.topic, stored.kind, first_seq=stored.first_seq,
+                   **{k: v for k, v in stored.config.items() if k in known})
+
+    def info(self) -> SubscriptionInfo:
+        return SubscriptionInfo(self.name, self.topic, self.kind, self.ack_deadline_s, self.endpoint_url, self.retry,
+                                self.min_backoff_s, self.max_backoff_s, self.max_delivery_attempts,
+                                self.dead_letter_topic)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,26 +178,40 @@ class _Task:
 
 
 class Broker:
-    """Topics, subscriptions and push delivery in one process; every public method is thread-safe."""
+    """Topics, subscriptions, push delivery and pull leases; every public method is thread-safe.
 
-    def __init__(self, project: str = "local-project", *, workers: int = 8):
+    `store` is a SQLite file that keeps the broker's state across processes (None: in memory).
+    The store stays readable after `stop` (deliveries, message).
+    """
+
+    def __init__(self, project: str = "local-project", *, workers: int = 8, store: str | Path | None = None):
         if not isinstance(project, str) or not re.match(r"^[a-z][a-z0-9\-]{4,28}[a-z0-9]$", project):
             raise ValueError(f"invalid project id {project!r}: 6-30 lowercase letters, digits or hyphens")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        if store is not None and not isinstance(store, (str, Path)):
+            raise ValueError(f"store must be a file path or None, got {type(store).__name__}")
         self.project = project
         self.workers = workers
         self._cond = threading.Condition(threading.RLock())
-        self._topics: dict[str, list[_Subscription]] = {}
+        self._store = BrokerStore(store)
+        self._topics: dict[str, list[str]] = {topic: [] for topic in self._store.topics()}
         self._subscriptions: dict[str, _Subscription] = {}
-        self._messages: dict[str, Message] = {}
-        self._records: list[DeliveryRecord] = []
-        self._outstanding = 0  # tasks queued, waiting for a retry, or being delivered
-        self._retry_heap: list[tuple[float, int, _Task]] = []
+        for stored in self._store.subscriptions():
+            self._subscriptions[stored.name] = _Subscription.from_store(stored)
+            self._topics[stored.topic].append(stored.name)
+        cut_short = self._store.release_in_flight(CUT_SHORT)
+        if cut_short:
+            log.warning("%d deliveries were in flight when the last broker on %s ended; they are due again",
+                        cut_short, store)
+        self._subscribed: set[str] = set()  # subscribed by this broker (a second subscribe is an error)
+        self._scheduled: set[RowKey] = set()  # backlog rows with a delivery queued, waiting or running
+        self._outstanding = 0  # deliveries queued, waiting for a retry, or being delivered
+        self._retry_heap: list[tuple[float, int, RowKey]] = []
         self._sequence = 0
-        # Numeric ids like the service's, rising across broker restarts (microseconds at start).
-        self._next_id = time.time_ns() // 1000
-        self._ready: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        # Numeric ids like the service's, rising across restarts (microseconds, or past the last one).
+        self._next_seq = max(time.time_ns() // 1000, self._store.last_seq() + 1)
+        self._ready: queue.SimpleQueue[RowKey | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._state = "new"
         self._rng = random.Random()
@@ -139,7 +220,7 @@ class Broker:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the delivery workers; messages published before this are delivered now."""
+        """Start the delivery workers; messages published or subscribed before this are delivered now."""
         with self._cond:
             if self._state == "started":
                 return
@@ -154,9 +235,10 @@ class Broker:
             thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting messages, let deliveries in progress finish (up to `timeout`), drop the rest.
+        """Stop accepting messages, let deliveries in progress finish (up to `timeout`), leave the rest.
 
-        Retries not yet due are dropped, as when the process goes away.
+        Queued deliveries and retries not yet due stay in the store for the next broker (without a
+        store they are dropped, as when the process goes away).
         """
         with self._cond:
             if self._state == "stopped":
@@ -164,6 +246,7 @@ class Broker:
             was_started = self._state == "started"
             self._state = "stopped"
             self._outstanding -= len(self._retry_heap)
+            self._scheduled.difference_update(key for _, _, key in self._retry_heap)
             self._retry_heap.clear()
             self._cond.notify_all()
         if not was_started:
@@ -187,7 +270,10 @@ class Broker:
         self.stop()
 
     def wait_idle(self, timeout: float) -> bool:
-        """True once nothing is queued, waiting for a retry or being delivered; False at timeout."""
+        """True once nothing is queued, waiting for a retry or being delivered; False at timeout.
+
+        Messages waiting in a pull subscription are not the broker's work: they do not count.
+        """
         with self._cond:
             return self._cond.wait_for(lambda: self._outstanding == 0, timeout)
 
@@ -197,7 +283,9 @@ class Broker:
         """Create `topic`; creating an existing topic does nothing."""
         validate_resource_name("topic", topic)
         with self._cond:
-            self._topics.setdefault(topic, [])
+            if topic not in self._topics:
+                self._store.add_topic(topic)
+                self._topics[topic] = []
 
     def has_topic(self, topic: str) -> bool:
         """Whether `topic` exists (the gRPC front answers GetTopic and CreateTopic with it)."""
@@ -224,7 +312,11 @@ class Broker:
         ack_deadline_s: float = 600.0,
         duplicate_deliveries: int = 1,
     ) -> None:
-        """A push subscription (an Eventarc trigger) that POSTs each message of `topic` to `endpoint_url`."""
+        """A push subscription (an Eventarc trigger) that POSTs each message of `topic` to `endpoint_url`.
+
+        A subscription the store already holds is re-attached with these settings, its backlog
+        delivered from `start`.
+        """
         check_endpoint_url(endpoint_url)
         if not isinstance(event_format, EventFormat):
             raise ValueError(f"event_format must have a render(message, context) method, got {event_format!r}")
@@ -233,28 +325,48 @@ class Broker:
                 f"subscription {name!r} is on topic {topic!r} but its event format names topic "
                 f"{event_format.topic!r}"
             )
-        if not MIN_ACK_DEADLINE_S <= ack_deadline_s <= MAX_ACK_DEADLINE_S:
-            raise ValueError(
-                f"ack_deadline_s must be between {MIN_ACK_DEADLINE_S:g} and {MAX_ACK_DEADLINE_S:g} "
-                f"(Pub/Sub's limits), got {ack_deadline_s}"
-            )
+        _check_ack_deadline(ack_deadline_s)
         target = PushTarget(endpoint_url, event_format, float(ack_deadline_s), self._http)
         self._add_subscription(_Subscription(
-            name, topic, target, bool(retry), float(min_backoff_s), float(max_backoff_s),
-            max_delivery_attempts, dead_letter_topic, duplicate_deliveries,
+            name, topic, "push", target, endpoint_url, bool(retry), float(min_backoff_s), float(max_backoff_s),
+            max_delivery_attempts, dead_letter_topic, duplicate_deliveries, float(ack_deadline_s),
         ))
 
     def subscribe_callback(self, name: str, topic: str, fn: Callable[[Message], None]) -> None:
         """An in-process subscriber: `fn(message)` for every message of `topic`, one attempt each."""
         if not callable(fn):
             raise ValueError(f"fn must be callable, got {fn!r}")
-        self._add_subscription(_Subscription(name, topic, CallbackTarget(fn)))
+        self._add_subscription(_Subscription(name, topic, "callback", CallbackTarget(fn)))
+
+    def subscribe_pull(self, name: str, topic: str, *, ack_deadline_s: float = MIN_ACK_DEADLINE_S) -> None:
+        """A pull subscription: it keeps every message of `topic` until a subscriber acknowledges it.
+
+        `ack_deadline_s` is how long a `pull` leases a message unless the pull says otherwise
+        (Pub/Sub's default, 10 s).
+        """
+        _check_ack_deadline(ack_deadline_s)
+        self._add_subscription(_Subscription(name, topic, "pull", ack_deadline_s=float(ack_deadline_s)))
+
+    def delete_subscription(self, name: str) -> None:
+        """Delete a subscription and its backlog (a store keeps a subscription until it is deleted)."""
+        with self._cond:
+            sub = self._known_subscription(name)
+            with self._store.transaction():
+                self._store.delete_subscription(name)
+            del self._subscriptions[name]
+            self._topics[sub.topic].remove(name)
+            self._subscribed.discard(name)
+
+    def subscription(self, name: str) -> SubscriptionInfo:
+        """A subscription's topic and settings (GetSubscription); ResourceNotFound if there is none."""
+        with self._cond:
+            return self._known_subscription(name).info()
 
     def _add_subscription(self, sub: _Subscription) -> None:
         validate_resource_name("subscription", sub.name)
         _check_retry_policy(sub, self.workers)
         with self._cond:
-            if sub.name in self._subscriptions:
+            if sub.name in self._subscribed:
                 raise ValueError(f"subscription {sub.name!r} already exists")
             if sub.topic not in self._topics:
                 raise ResourceNotFound(f"cannot subscribe {sub.name!r}: topic {sub.topic!r} does not exist")
@@ -262,8 +374,27 @@ class Broker:
                 raise ResourceNotFound(
                     f"cannot subscribe {sub.name!r}: dead-letter topic {sub.dead_letter_topic!r} does not exist"
                 )
+            kept = self._subscriptions.get(sub.name)
+            if kept is not None and kept.topic != sub.topic:
+                raise ValueError(
+                    f"subscription {sub.name!r} exists on topic {kept.topic!r}, not {sub.topic!r} (Pub/Sub never "
+                    f"moves a subscription to another topic); name it differently, or remove {self._store.path}"
+                )
+            sub.first_seq = kept.first_seq if kept is not None else self._next_seq
+            self._store.put_subscription(sub.stored())
             self._subscriptions[sub.name] = sub
-            self._topics[sub.topic].append(sub)
+            if kept is None:
+                self._topics[sub.topic].append(sub.name)
+            self._subscribed.add(sub.name)
+            if sub.delivered_here:
+                for row in self._store.rows(sub.name):
+                    self._enqueue(row.key, row.due)
+
+    def _known_subscription(self, name: str) -> _Subscription:
+        sub = self._subscriptions.get(name)
+        if sub is None:
+            raise ResourceNotFound(f"no subscription {name!r}")
+        return sub
 
     # -- publishing and delivery -------------------------------------------------------------
 
@@ -276,112 +407,155 @@ class Broker:
                 raise BrokerStopped(f"cannot publish to {topic!r}: the broker is stopped")
             if topic not in self._topics:
                 raise ResourceNotFound(f"cannot publish: topic {topic!r} does not exist in project {self.project!r}")
-            message_id = str(self._next_id)
-            self._next_id += 1
-            message = Message(message_id, topic, bytes(data), attrs, datetime.now(timezone.utc), ordering_key or None)
-            self._messages[message_id] = message
-            tasks = []
-            for sub in self._topics[topic]:
-                sub.received.add(message_id)
-                tasks.extend(_Task(sub, message, 1) for _ in range(sub.duplicate_deliveries))
-            self._outstanding += len(tasks)
-        for task in tasks:
-            self._ready.put(task)
-        return message_id
+            with self._store.transaction():
+                return self._publish_locked(topic, bytes(data), attrs, ordering_key or None)
+
+    def _publish_locked(self, topic: str, data: bytes, attributes: dict[str, str], ordering_key: str | None) -> str:
+        seq = self._next_seq
+        self._next_seq += 1
+        message = Message(str(seq), topic, data, attributes, datetime.now(timezone.utc), ordering_key)
+        subs = [self._subscriptions[name] for name in self._topics[topic]]
+        copies = [(sub.name, copy) for sub in subs for copy in range(sub.copies)]
+        self._store.add_message(seq, message, copies)
+        for sub in subs:
+            if sub.delivered_here:
+                for copy in range(sub.copies):
+                    self._enqueue((sub.name, seq, copy), 0.0)
+        return message.message_id
 
     def redeliver(self, subscription: str, message_id: str) -> None:
         """Deliver a message the subscription already received once more, as Pub/Sub may at any time."""
         with self._cond:
-            sub = self._subscriptions.get(subscription)
-            if sub is None:
-                raise ResourceNotFound(f"no subscription {subscription!r}")
-            if message_id not in sub.received:
+            sub = self._known_subscription(subscription)
+            message = self._stored_message(message_id)
+            if message is None or message.topic != sub.topic or int(message_id) < sub.first_seq:
                 raise ResourceNotFound(f"subscription {subscription!r} never received message {message_id!r}")
             if self._state == "stopped":
                 raise BrokerStopped("cannot redeliver: the broker is stopped")
-            self._outstanding += 1
-            task = _Task(sub, self._messages[message_id], 1)
-        self._ready.put(task)
+            seq = int(message_id)
+            copy = self._store.add_copy(subscription, seq)
+            if sub.delivered_here:
+                self._enqueue((subscription, seq, copy), 0.0)
 
     def deliveries(self) -> list[DeliveryRecord]:
-        """Every delivery attempt so far, in the order they finished."""
+        """Every delivery attempt so far (those of earlier brokers on the store too), in the order they finished."""
         with self._cond:
-            return list(self._records)
+            return self._store.records()
 
     def message(self, message_id: str) -> Message:
         """A published message by id, as stored (to inspect what a delivery carried)."""
         with self._cond:
-            if message_id not in self._messages:
-                raise ResourceNotFound(f"no message {message_id!r}")
-            return self._messages[message_id]
+            message = self._stored_message(message_id)
+        if message is None:
+            raise ResourceNotFound(f"no message {message_id!r}")
+        return message
+
+    def _stored_message(self, message_id: object) -> Message | None:
+        if not isinstance(message_id, str) or not message_id.isdigit():
+            return None
+        return self._store.message(int(message_id))
+
+    def _enqueue(self, key: RowKey, due: float) -> None:
+        """Queue a delivery of a backlog row (at wall-clock time `due`) unless one is already on its way."""
+        if self._state == "stopped" or key in self._scheduled:
+            return
+        self._scheduled.add(key)
+        self._outstanding += 1
+        if due <= time.time():
+            self._ready.put(key)
+        else:
+            self._push_retry(key, due)
+
+    def _push_retry(self, key: RowKey, due: float) -> None:
+        self._sequence += 1
+        heapq.heappush(self._retry_heap, (due, self._sequence, key))
+        self._cond.notify_all()
 
     def _work(self) -> None:
         while True:
-            task = self._ready.get()
-            if task is None:
+            key = self._ready.get()
+            if key is None:
                 return
+            retrying = False
             try:
-                if self._state == "started":  # after stop, queued deliveries are dropped
-                    self._deliver(task)
+                if self._state == "started":  # after stop, queued deliveries are left in the store
+                    retrying = self._attempt(key)
             except Exception:  # keep the worker alive whatever happens; the task is still accounted
-                log.exception("delivery of message %s failed unexpectedly", task.message.message_id)
+                log.exception("delivery of message %s to %s failed unexpectedly", key[1], key[0])
             finally:
                 with self._cond:
+                    if not retrying:
+                        self._scheduled.discard(key)
                     self._outstanding -= 1
                     self._cond.notify_all()
 
-    def _deliver(self, task: _Task) -> None:
-        sub, message = task.subscription, task.message
-        context = PushContext(self.project, sub.name, task.attempt if sub.dead_letter_topic else None)
+    def _attempt(self, key: RowKey) -> bool:
+        """One delivery of a backlog row; True when a retry of it is scheduled."""
+        with self._cond:
+            sub = self._subscriptions.get(key[0])
+            row = self._store.row(key)
+            message = self._store.message(key[1]) if row is not None else None
+            if sub is None or not sub.delivered_here or row is None or message is None:
+                return False
+            if sub.retry and row.attempts >= sub.max_delivery_attempts:
+                # The last attempt was cut short when the broker's process ended: settle it now.
+                outcome = DeliveryOutcome(False, None, row.last_error or CUT_SHORT)
+                return self._settle(sub, message, key, row.attempts, outcome, datetime.now(timezone.utc), 0.0)
+            attempt = row.attempts + 1
+            self._store.begin_attempt(key, attempt)
+        context = PushContext(self.project, sub.name, attempt if sub.dead_letter_topic else None)
         started_at = datetime.now(timezone.utc)
         clock = time.perf_counter()
         outcome = sub.target.attempt(message, context)
         latency = time.perf_counter() - clock
+        with self._cond:
+            return self._settle(sub, message, key, attempt, outcome, started_at, latency)
+
+    def _settle(self, sub: _Subscription, message: Message, key: RowKey, attempt: int, outcome: DeliveryOutcome,
+                started_at: datetime, latency: float) -> bool:
+        """Record an attempt and act on it in one transaction; True when a retry is scheduled."""
         if outcome.acked:
             next_step = "acked"
-        elif sub.retry and task.attempt < sub.max_delivery_attempts:
+        elif sub.retry and attempt < sub.max_delivery_attempts:
             next_step = "retrying"
         elif sub.retry and sub.dead_letter_topic is not None:
             next_step = "dead-lettered"
         else:
             next_step = "dropped"
-        record = DeliveryRecord(sub.name, message.message_id, task.attempt, outcome.status_code,
-                                latency, started_at, next_step, outcome.error)
-        with self._cond:
-            self._records.append(record)
+        due = None
+        with self._store.transaction():
+            self._store.add_record(DeliveryRecord(sub.name, message.message_id, attempt, outcome.status_code, latency,
+                                                  started_at, next_step, outcome.error))
+            if next_step == "retrying":
+                due = time.time() + backoff_delay(attempt, sub.min_backoff_s, sub.max_backoff_s, self._rng.random())
+                self._store.retry_later(key, due, outcome.error)
+            else:
+                self._store.remove(key)
+            if next_step == "dead-lettered":
+                attributes = dead_letter_attributes(message, project=self.project, subscription=sub.name,
+                                                    delivery_count=attempt, error=outcome.error)
+                self._publish_locked(sub.dead_letter_topic, message.data, attributes, message.ordering_key)
         if not outcome.acked:
             log.warning("delivery %d of message %s to %s failed (%s): %s",
-                        task.attempt, message.message_id, sub.name, next_step, outcome.error)
-        if next_step == "retrying":
-            delay = backoff_delay(task.attempt, sub.min_backoff_s, sub.max_backoff_s, self._rng.random())
-            self._schedule(_Task(sub, message, task.attempt + 1), delay)
-        elif next_step == "dead-lettered":
-            attributes = dead_letter_attributes(message, project=self.project, subscription=sub.name,
-                                                delivery_count=task.attempt, error=outcome.error)
-            try:
-                self.publish(sub.dead_letter_topic, message.data, attributes, ordering_key=message.ordering_key)
-            except BrokerStopped:
-                log.warning("message %s not dead-lettered: the broker is stopping", message.message_id)
+                        attempt, message.message_id, sub.name, next_step, outcome.error)
+        if due is None or self._state == "stopped":
+            return False  # a retry after stop waits in the store for the next broker
+        self._outstanding += 1
+        self._push_retry(key, due)
+        return True
 
     def _drop_ready_tasks(self) -> None:
-        dropped = 0
+        dropped = []
         while True:
             try:
-                task = self._ready.get_nowait()
+                key = self._ready.get_nowait()
             except queue.Empty:
                 break
-            dropped += task is not None
+            if key is not None:
+                dropped.append(key)
         with self._cond:
-            self._outstanding -= dropped
-            self._cond.notify_all()
-
-    def _schedule(self, task: _Task, delay_s: float) -> None:
-        with self._cond:
-            if self._state == "stopped":
-                return
-            self._sequence += 1
-            heapq.heappush(self._retry_heap, (time.monotonic() + delay_s, self._sequence, task))
-            self._outstanding += 1
+            self._outstanding -= len(dropped)
+            self._scheduled.difference_update(dropped)
             self._cond.notify_all()
 
     def _schedule_retries(self) -> None:
@@ -391,12 +565,93 @@ class Broker:
                 if not self._retry_heap:
                     self._cond.wait()
                     continue
-                due = self._retry_heap[0][0] - time.monotonic()
+                due = self._retry_heap[0][0] - time.time()
                 if due > 0:
                     self._cond.wait(due)
                     continue
-                _, _, task = heapq.heappop(self._retry_heap)
-                self._ready.put(task)
+                _, _, key = heapq.heappop(self._retry_heap)
+                self._ready.put(key)
+
+    # -- pull subscriptions ------------------------------------------------------------------
+
+    def pull(self, subscription: str, max_messages: int = 100,
+             ack_deadline_s: float | None = None) -> list[PulledMessage]:
+        """Lease up to `max_messages` messages of a pull subscription for `ack_deadline_s` seconds.
+
+        Messages already leased are not returned until their lease ends; each lease counts as a
+        delivery attempt. None: the subscription's ack deadline. May return fewer messages than
+        wait, or none.
+        """
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+            raise ValueError(f"max_messages must be a positive integer, got {max_messages!r}")
+        if ack_deadline_s is not None and not _is_number(ack_deadline_s, 0.0, MAX_ACK_DEADLINE_S, low_open=True):
+            raise ValueError(f"ack_deadline_s must be in (0, {MAX_ACK_DEADLINE_S:g}], got {ack_deadline_s!r}")
+        with self._cond:
+            sub = self._pull_subscription(subscription)
+            now = time.time()
+            until = now + (sub.ack_deadline_s if ack_deadline_s is None else float(ack_deadline_s))
+            with self._store.transaction():
+                leases = self._store.lease(subscription, max_messages, now, until)
+            return [PulledMessage(lease.ack_id, self._store.message(lease.seq), lease.delivery_attempt)
+                    for lease in leases]
+
+    def acknowledge(self, subscription: str, ack_ids: list[str]) -> int:
+        """End the leases `ack_ids`: their messages leave the subscription. Returns how many did.
+
+        An ack id whose lease ran out and was given to another pull, or was acknowledged already,
+        is ignored, as Pub/Sub does; a string that was never an ack id is a ValueError.
+        """
+        ack_ids = _check_ack_ids(ack_ids)
+        with self._cond:
+            self._pull_subscription(subscription)
+            with self._store.transaction():
+                return self._store.acknowledge(subscription, ack_ids)
+
+    def modify_ack_deadline(self, subscription: str, ack_ids: list[str], seconds: float) -> int:
+        """Let the leases `ack_ids` end `seconds` from now; 0 releases them now (a nack).
+
+        Returns how many leases were changed (those that ended already are ignored).
+        """
+        ack_ids = _check_ack_ids(ack_ids)
+        if not _is_number(seconds, 0.0, MAX_ACK_DEADLINE_S):
+            raise ValueError(f"the ack deadline must be between 0 and {MAX_ACK_DEADLINE_S:g} seconds, got {seconds!r}")
+        with self._cond:
+            self._pull_subscription(subscription)
+            due = None if seconds == 0 else time.time() + float(seconds)
+            with self._store.transaction():
+                return self._store.extend(subscription, ack_ids, due)
+
+    def _pull_subscription(self, name: str) -> _Subscription:
+        if self._state == "stopped":
+            raise BrokerStopped("the broker is stopped")
+        sub = self._known_subscription(name)
+        if sub.kind != "pull":
+            raise NotAPullSubscription(f"subscription {name!r} is a {sub.kind} subscription: its messages are "
+                                       "delivered, not pulled")
+        return sub
+
+
+def _is_number(value: object, low: float, high: float, *, low_open: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return (low < value if low_open else low <= value) and value <= high
+
+
+def _check_ack_ids(ack_ids: object) -> list[str]:
+    if isinstance(ack_ids, str) or not isinstance(ack_ids, (list, tuple)):
+        raise ValueError(f"ack_ids must be a list of ack ids, got {type(ack_ids).__name__}")
+    for ack_id in ack_ids:
+        if parse_ack_id(ack_id) is None:
+            raise ValueError(f"invalid ack id {ack_id!r}")
+    return list(ack_ids)
+
+
+def _check_ack_deadline(ack_deadline_s: object) -> None:
+    if not _is_number(ack_deadline_s, MIN_ACK_DEADLINE_S, MAX_ACK_DEADLINE_S):
+        raise ValueError(
+            f"ack_deadline_s must be between {MIN_ACK_DEADLINE_S:g} and {MAX_ACK_DEADLINE_S:g} "
+            f"(Pub/Sub's limits), got {ack_deadline_s}"
+        )
 
 
 def _check_retry_policy(sub: _Subscription, workers: int) -> None:

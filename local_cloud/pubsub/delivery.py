@@ -1,4 +1,5 @@
-"""Where a subscription delivers: an HTTP push endpoint, or a Python function in this process.
+"""Where a subscription delivers (an HTTP push endpoint, or a Python function in this process), and
+the record of each attempt.
 
 A push is acknowledged by a success status (200, 201, 202, 204, as Pub/Sub push documents); any
 other status, a connection error or no answer within the ack deadline is a failed attempt. An
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -20,6 +22,26 @@ log = logging.getLogger(__name__)
 
 # Pub/Sub push treats these statuses as an acknowledgement and every other one as a NACK.
 PUSH_SUCCESS_CODES = frozenset({200, 201, 202, 204})
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """One delivery attempt, for tests and the local cloud's log.
+
+    `status_code` is the HTTP status of a push, or None when there was no HTTP answer (connection
+    error, ack deadline exceeded, an in-process subscriber, an attempt cut short when the broker's
+    process ended). `outcome` is what the broker did next: "acked", "retrying", "dead-lettered" or
+    "dropped" (failed with no further attempt).
+    """
+
+    subscription: str
+    message_id: str
+    attempt: int
+    status_code: int | None
+    latency_s: float
+    time: datetime
+    outcome: str
+    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,14 @@ from __future__ import annotations
 from events.timestamps import format_rfc3339
 from local_cloud.pubsub.messages import MAX_ATTRIBUTE_VALUE_BYTES, Message
 
-# Attributes Pub/Sub adds to a message it forwards to a dead-letter topic.
+# Attributes Pub/Sub adds to a message it forwards to a dead-letter topic ("it wraps the original
+# message in a new one and adds attributes that identify the source subscription",
+# https://cloud.google.com/pubsub/docs/handling-failures). The error message is documented for
+# export subscriptions only ("The Pub/Sub message forwarded to the dead-letter topic contains an
+# attribute CloudPubSubDeadLetterSourceDeliveryErrorMessage that has the reason ...",
+# https://cloud.google.com/pubsub/docs/bigquery#handle_message_failures); a push subscription's
+# dead letter in the cloud may lack it. The local broker always adds it, so that a dead letter
+# says why; readers must treat it as optional.
 DEAD_LETTER_DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
 DEAD_LETTER_ERROR_MESSAGE = "CloudPubSubDeadLetterSourceDeliveryErrorMessage"
 DEAD_LETTER_SUBSCRIPTION = "CloudPubSubDeadLetterSourceSubscription"
