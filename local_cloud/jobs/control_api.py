@@ -76,6 +76,10 @@ class ControlApi:
         a real service does during an outage (503) or under quota (429)."""
         self._faults.append([path_fragment, status, count])
 
+    def clear_faults(self) -> None:
+        """The service is well again: the faults not yet answered are dropped."""
+        self._faults.clear()
+
     def _fault_for(self, path: str) -> int | None:
         for fault in self._faults:
             if fault[0] in path and fault[2] > 0:

@@ -13,10 +13,20 @@ successfully.", "Job failed.", ...). A Dataflow job that fails writes "Workflow 
 once its pipeline has started, and the launcher's failure line ("Error occurred in the launcher
 container: ...") when it failed before, as a Flex Template whose program exits in the launcher
 does. The log router decides, with the sinks' filters, which of them go on to Pub/Sub.
+
+The jobs' records live on disk (`<state>/jobs/<id>.json`, replaced whole on every change), so they
+outlive the local cloud. A job's process dies with the cloud (`local_cloud.child_processes`); in the
+cloud the job would have run on, on machines of its own, so a new cloud on the same state
+directory resumes every job its record shows unfinished (`resume`): the same id, command and
+output, run again from its start (both programs write their outputs whole, so a second run
+replaces a first one's partial output), and it ends with the state and terminal line it would have
+had. A job is never left RUNNING with nothing behind it.
 """
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import os
 import random
 import signal
@@ -32,6 +42,7 @@ from typing import Callable
 
 from events.log_entries import DATAFLOW_FAILED_LINE, JobOutcome
 from events.timestamps import format_rfc3339
+from local_cloud import child_processes
 from local_cloud.jobs.launcher import LAUNCHED_LINE
 from local_cloud.logging.entries import (
     LAUNCH_EXIT_LINE,
@@ -41,7 +52,10 @@ from local_cloud.logging.entries import (
     vertex_job_terminal_entry,
 )
 
+log = logging.getLogger(__name__)
+
 ACTIVE_DATAFLOW = ("JOB_STATE_PENDING", "JOB_STATE_QUEUED", "JOB_STATE_RUNNING")
+FINISHED_STATES = ("JOB_STATE_DONE", "JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
 VERTEX_OUTCOMES = {
     "JOB_STATE_SUCCEEDED": JobOutcome.SUCCEEDED,
     "JOB_STATE_FAILED": JobOutcome.FAILED,
@@ -72,6 +86,21 @@ class LocalJob:
     log_lines: list[str] = field(default_factory=list)
     launched: bool = False  # Dataflow: the launch's checks passed and the pipeline started
     exit_code: int | None = None
+    restarts: int = 0  # how many times a new local cloud resumed it
+
+    _RECORDED = ("kind", "job_id", "name", "display_name", "labels", "command", "env", "resource", "state",
+                 "created", "started", "ended", "error", "launched", "exit_code", "restarts")
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    def record(self) -> dict:
+        return {key: getattr(self, key) for key in self._RECORDED}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "LocalJob":
+        return cls(**{key: record[key] for key in cls._RECORDED if key in record})
 
 
 def _now() -> str:
@@ -91,7 +120,44 @@ class JobRunner:
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
         self._stopping = False
-        (self.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
+        self._records_dir = self.state_dir / "jobs"
+        self._records_dir.mkdir(parents=True, exist_ok=True)
+        self._load_records()
+
+    # --- records ---------------------------------------------------------------------------------
+
+    def _load_records(self) -> None:
+        for path in sorted(self._records_dir.glob("*.json")):
+            try:
+                job = LocalJob.from_record(json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("job record %s is unreadable (%s); it is left as it is", path, exc)
+                continue
+            self._jobs[job.job_id] = job
+
+    def _save(self, job: LocalJob) -> None:
+        path = self._records_dir / f"{job.job_id}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(job.record()))
+        os.replace(tmp, path)
+
+    def resume(self) -> list[LocalJob]:
+        """Run again every job an earlier cloud left unfinished; the jobs resumed."""
+        with self._lock:
+            unfinished = [job for job in self._jobs.values() if not job.finished and job.process is None]
+        for job in [job for job in unfinished if job.state == "JOB_STATE_CANCELLING"]:
+            unfinished.remove(job)  # its owner asked it to stop: it ends as it would have
+            job.state, job.ended = "JOB_STATE_CANCELLED", _now()
+            job.resource.update(state=job.state, endTime=job.ended, startTime=job.started)
+            self._save(job)
+            for entry in self._terminal_entries(job):
+                self.write_log(entry)
+        for job in unfinished:
+            job.restarts += 1
+            job.launched = False
+            log.info("resuming %s job %s (its process ended with the earlier local cloud)", job.kind, job.job_id)
+            self._start(job)
+        return unfinished
 
     # --- URIs ------------------------------------------------------------------------------------
 
@@ -186,25 +252,28 @@ class JobRunner:
         job = self.get(job_id)
         if job and job.process and job.process.poll() is None:
             job.state = "JOB_STATE_CANCELLING"
+            self._save(job)
             os.killpg(job.process.pid, signal.SIGTERM)
 
     # --- running ---------------------------------------------------------------------------------
 
     def _start(self, job: LocalJob) -> None:
-        log_path = self.state_dir / "jobs" / f"{job.job_id}.log"
+        log_path = self._records_dir / f"{job.job_id}.log"
         env = {**os.environ, **self.extra_env, **job.env, "PYTHONUNBUFFERED": "1"}
-        job.process = subprocess.Popen(
-            job.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,  # its own process group, so stop() ends every grandchild too
+        # Its own process group (stop() ends every grandchild too), dying with the local cloud.
+        job.process = child_processes.popen(
+            job.command, state_dir=self.state_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
         )
         job.state = "JOB_STATE_RUNNING"
-        job.started = _now()
+        job.started = job.started or _now()
+        self._save(job)
         threading.Thread(target=self._follow, args=(job, log_path), name=f"job-{job.job_id}",
                          daemon=True).start()
 
     def _follow(self, job: LocalJob, log_path: Path) -> None:
         assert job.process is not None and job.process.stdout is not None
-        with open(log_path, "w") as log_file:
+        with open(log_path, "a") as log_file:
             for line in job.process.stdout:
                 log_file.write(line)
                 line = line.rstrip("\n")
@@ -215,8 +284,13 @@ class JobRunner:
                 if line:
                     self.write_log(self._entry(job, line, "INFO"))
         code = job.process.wait()
+        if self._stopping and code < 0 and job.state != "JOB_STATE_CANCELLING":
+            # The local cloud stopped, not the job's owner cancelling it: in the cloud the job would
+            # have run on, so it stays unfinished on disk and the next local cloud resumes it.
+            job.process = None
+            return
         job.exit_code = code
-        if job.state == "JOB_STATE_CANCELLING" or (self._stopping and code < 0):
+        if job.state == "JOB_STATE_CANCELLING":
             final = "JOB_STATE_CANCELLED"
         elif code == 0:
             final = "JOB_STATE_SUCCEEDED" if job.kind == "vertex" else "JOB_STATE_DONE"
@@ -229,6 +303,7 @@ class JobRunner:
         job.resource.update(state=final, endTime=job.ended, startTime=job.started)
         if job.error:
             job.resource["error"] = {"code": 13, "message": job.error}
+        self._save(job)
         for entry in self._terminal_entries(job):
             self.write_log(entry)
 
@@ -259,21 +334,21 @@ class JobRunner:
         return [self._entry(job, f"{DATAFLOW_FAILED_LINE} Causes: {job.error or job.state}", "ERROR")]
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End every running job (and its process group)."""
+        """End every running job's processes; their records stay unfinished, for `resume`."""
         self._stopping = True
-        for job in self.all():
-            if job.process and job.process.poll() is None:
+        running = [proc for proc in (job.process for job in self.all()) if proc is not None]
+        for proc in running:
+            if proc.poll() is None:
                 try:
-                    os.killpg(job.process.pid, signal.SIGTERM)
+                    os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + timeout
-        for job in self.all():
-            if job.process:
-                try:
-                    job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    os.killpg(job.process.pid, signal.SIGKILL)
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _worker_program(pool: dict) -> tuple[list[str], list[str]]:

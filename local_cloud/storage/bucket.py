@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -127,21 +128,68 @@ def is_open_for_writing(path: Path) -> bool:
 
 
 class BucketWatcher(FileSystemEventHandler):
-    """Turns file-system events under one bucket directory into object-finalize callbacks."""
+    """Turns file-system events under one bucket directory into object-finalize callbacks.
 
-    def __init__(self, bucket: str, bucket_dir: Path, on_finalize: Callable[[FinalizedObject], None]):
+    With a `watermark` file, objects that became complete while no watcher ran are finalized when
+    the next one starts, as Cloud Storage's notifications wait in Pub/Sub while their subscribers
+    are down. The watermark is the newest modification time of an object already handed on (the
+    callback publishes durably, so once it returns the notification is safe); at start every object
+    at least that new is handed on again, which may repeat a notification (delivery is at least once
+    anyway) but never skips one. A first start has nothing to catch up: it starts the mark now.
+    """
+
+    def __init__(self, bucket: str, bucket_dir: Path, on_finalize: Callable[[FinalizedObject], None],
+                 *, watermark: Path | None = None):
         self.bucket = bucket
         self.bucket_dir = Path(bucket_dir)
         self.on_finalize = on_finalize
         self._seen: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._observer: InotifyObserver | None = None
+        self._watermark_path = watermark
+        self._watermark_ns = 0
+        self.caught_up: list[str] = []  # the objects the last start finalized from the watermark
 
     def start(self) -> None:
         self.bucket_dir.mkdir(parents=True, exist_ok=True)
         self._observer = InotifyObserver()
         self._observer.schedule(self, str(self.bucket_dir), recursive=True)
         self._observer.start()
+        if self._watermark_path is not None:
+            self._catch_up()  # after the observer is on: an object written meanwhile is seen either way
+
+    def _catch_up(self) -> None:
+        path = self._watermark_path
+        assert path is not None
+        try:
+            since = int(path.read_text())
+        except (FileNotFoundError, ValueError):
+            self._watermark_ns = time.time_ns()
+            self._save_watermark()
+            return
+        self._watermark_ns = since
+        missed = []
+        for directory, _, files in os.walk(self.bucket_dir):
+            for file_name in files:
+                file_path = Path(directory) / file_name
+                try:
+                    if file_path.stat().st_mtime_ns >= since:
+                        missed.append((file_path.stat().st_mtime_ns, file_path))
+                except FileNotFoundError:
+                    continue
+        for _, file_path in sorted(missed):  # oldest first, as they were written
+            if object_name(self.bucket_dir, file_path) is not None and not is_open_for_writing(file_path):
+                self.caught_up.append(object_name(self.bucket_dir, file_path) or "")
+                self._finalize(file_path)
+        if self.caught_up:
+            log.info("notified %d object(s) written while no local cloud ran", len(self.caught_up))
+
+    def _save_watermark(self) -> None:
+        if self._watermark_path is None:
+            return
+        tmp = self._watermark_path.with_name(self._watermark_path.name + ".tmp")
+        tmp.write_text(str(self._watermark_ns))
+        os.replace(tmp, self._watermark_path)
 
     def stop(self) -> None:
         if self._observer is not None:
@@ -194,3 +242,8 @@ class BucketWatcher(FileSystemEventHandler):
             self.on_finalize(FinalizedObject(self.bucket, name, resource, event_time))
         except Exception:  # one bad subscriber must not stop the watcher thread
             log.exception("finalize callback failed for gs://%s/%s", self.bucket, name)
+            return
+        with self._lock:
+            if stat.st_mtime_ns > self._watermark_ns:
+                self._watermark_ns = stat.st_mtime_ns
+                self._save_watermark()

@@ -65,7 +65,8 @@ class ModelService:
     the cloud writes the audit-log entry ending the deploy. Uploads, undeploys and endpoint
     creation end at once, inside their request, and are not reported.
     ``resolve_artifact_path`` maps an artifactUri (such as gs://bucket/runs/r/train/model) to
-    the local directory holding it; ``rng`` draws the traffic split (seed it for tests).
+    the local directory holding it; ``rng`` draws the traffic split (seed it for tests);
+    ``cloud_state`` marks the serving containers as the local cloud's (`local_cloud.child_processes`).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class ModelService:
         on_operation_done: Callable[[dict], None] | None = None,
         rng: random.Random | None = None,
         resolve_artifact_path: Callable[[str], str] = local_artifact_path,
+        cloud_state: Path | None = None,
     ):
         self.project = project
         self.location = location
@@ -86,6 +88,7 @@ class ModelService:
         self._on_operation_done = on_operation_done
         self._rng = rng or random.Random()
         self._resolve_artifact_path = resolve_artifact_path
+        self._cloud_state = cloud_state
         self._lock = threading.RLock()
         self._deployer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-deploy")
         self._serving_dir = Path(state_dir) / "serving"
@@ -122,7 +125,7 @@ class ModelService:
             endpoint_id=endpoint_id, deployed_model_id=deployed["id"], project=self.project,
             machine_type=machine.get("machineType", ""))
         return ServingProcess(deployed["id"], container_program(container), env,
-                              self._serving_dir / f"{deployed['id']}.log")
+                              self._serving_dir / f"{deployed['id']}.log", cloud_state=self._cloud_state)
 
     # -- names ------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import model_server
+from local_cloud import child_processes
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ class ServingProcess:
     when the process exits first or the time runs out.
     """
 
-    def __init__(self, deployed_model_id: str, command: Sequence[str], env: Mapping[str, str], log_path: Path):
+    def __init__(self, deployed_model_id: str, command: Sequence[str], env: Mapping[str, str], log_path: Path,
+                 *, cloud_state: Path | None = None):
         self.deployed_model_id = deployed_model_id
         self.port = int(env["AIP_HTTP_PORT"])
         self.health_route = env["AIP_HEALTH_ROUTE"]
@@ -101,11 +103,12 @@ class ServingProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         python_path = os.pathsep.join(p for p in (_SOURCE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
         with open(log_path, "ab") as log_file:
-            self._process = subprocess.Popen(
-                [*command, "--host", "127.0.0.1"],
+            # In a process group of its own (a Ctrl-C meant for the local cloud reaches it through
+            # stop()), and dying with the local cloud however that ends.
+            self._process = child_processes.popen(
+                [*command, "--host", "127.0.0.1"], state_dir=cloud_state,
                 env={**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1", **env},
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C meant for the local cloud reaches it through stop()
             )
 
     @property
