@@ -5,7 +5,20 @@ one reader serves the cloud's answers and the local cloud's alike.
 """
 from __future__ import annotations
 
-from functions.platform import DeployedModel, DeployOperation, EndpointState, RegisteredVersion, TrainingJob
+from functions.platform import (
+    DeployedModel,
+    DeployOperation,
+    EndpointState,
+    PreprocessJob,
+    RegisteredVersion,
+    TrainingJob,
+)
+
+
+def preprocess_job_from_resource(job: dict) -> PreprocessJob:
+    """A Dataflow Job resource (https://cloud.google.com/dataflow/docs/reference/rest/v1b3/projects.jobs)."""
+    return PreprocessJob(job_id=job["id"], name=job.get("name", ""),
+                         state=job.get("currentState", "JOB_STATE_UNKNOWN"), labels=dict(job.get("labels", {})))
 
 
 def training_job_from_resource(job: dict) -> TrainingJob:

@@ -23,6 +23,7 @@ from functions import request_bodies
 from functions.api_resources import (
     endpoint_from_resource,
     operation_from_resource,
+    preprocess_job_from_resource,
     training_job_from_resource,
     version_from_resource,
 )
@@ -31,6 +32,8 @@ from functions.platform import (
     AlreadyExists,
     DeployOperation,
     EndpointState,
+    PreprocessJob,
+    TooLarge,
     JobRef,
     ModelVersion,
     NotFound,
@@ -167,7 +170,7 @@ class GcsStorage:
             # One byte past the limit tells "too large" apart from "exactly the limit".
             data = blob.download_as_bytes(start=0, end=max_bytes, retry=self._retry(), timeout=CALL_TIMEOUT_S)
         if len(data) > max_bytes:
-            raise ValueError(f"{self._uri(name)} is larger than {max_bytes} bytes")
+            raise TooLarge(f"{self._uri(name)} is larger than {max_bytes} bytes")
         return data
 
     def write(self, name: str, data: bytes, content_type: str = "application/json") -> None:
@@ -241,7 +244,15 @@ class DataflowJobs:
             return dataflow_v1beta3.FlexTemplatesServiceClient(
                 transport="rest", client_options=options, credentials=credentials)
 
+        def make_jobs_client():
+            from google.cloud import dataflow_v1beta3
+
+            options = {"api_endpoint": api_endpoint} if api_endpoint else None
+            return dataflow_v1beta3.JobsV1Beta3Client(transport="rest", client_options=options,
+                                                      credentials=credentials)
+
         self._client = _LazyClient(make_client)
+        self._jobs = _LazyClient(make_jobs_client)
 
     def launch_request(self, run_id: str, source: str, out_uri: str, limit: int | None,
                        labels: dict[str, str]) -> dict:
@@ -259,6 +270,16 @@ class DataflowJobs:
             response = self._client.get().launch_flex_template(request=request, timeout=CALL_TIMEOUT_S)
         job = response.job
         return JobRef(job_id=job.id, name=job.name or run_id, kind="preprocess")
+
+    def get_preprocess_job(self, job_id: str) -> PreprocessJob:
+        from google.cloud import dataflow_v1beta3
+
+        # The default view (JOB_VIEW_SUMMARY) holds the state and labels, all the chain reads.
+        request = dataflow_v1beta3.GetJobRequest(project_id=self.config.project, location=self.config.region,
+                                                 job_id=job_id)
+        with translated_errors(f"get Dataflow job {job_id}"):
+            job = self._jobs.get().get_job(request=request, timeout=CALL_TIMEOUT_S)
+        return preprocess_job_from_resource(_message_dict(job))
 
 
 # --- Vertex AI training -------------------------------------------------------------------------
@@ -324,6 +345,9 @@ class GcpJobs:
 
     def find_training_jobs(self, run_id: str) -> list[JobRef]:
         return self.training.find_training_jobs(run_id)
+
+    def get_preprocess_job(self, job_id: str) -> PreprocessJob:
+        return self.preprocess.get_preprocess_job(job_id)
 
     def get_training_job(self, job_id: str) -> TrainingJob:
         return self.training.get_training_job(job_id)

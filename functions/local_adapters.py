@@ -21,6 +21,7 @@ from functions import request_bodies
 from functions.api_resources import (
     endpoint_from_resource,
     operation_from_resource,
+    preprocess_job_from_resource,
     training_job_from_resource,
     version_from_resource,
 )
@@ -29,6 +30,8 @@ from functions.platform import (
     AlreadyExists,
     DeployOperation,
     EndpointState,
+    PreprocessJob,
+    TooLarge,
     JobRef,
     ModelVersion,
     NotFound,
@@ -67,7 +70,7 @@ class LocalStorage:
         except (FileNotFoundError, IsADirectoryError):
             raise NotFound(f"gs://{self.root.name}/{name} does not exist") from None
         if len(data) > max_bytes:
-            raise ValueError(f"gs://{self.root.name}/{name} is larger than {max_bytes} bytes")
+            raise TooLarge(f"gs://{self.root.name}/{name} is larger than {max_bytes} bytes")
         return data
 
     def write(self, name: str, data: bytes, content_type: str = "application/json") -> None:
@@ -181,6 +184,9 @@ class LocalJobs:
         body = request_bodies.custom_job(self.config, run_id, manifest_uri, base_output_uri, trainer_args, labels)
         job = self.api.call("POST", f"/v1/{self.parent}/customJobs", body)
         return JobRef(job_id=job["name"].rsplit("/", 1)[-1], name=job["name"], kind="training")
+
+    def get_preprocess_job(self, job_id: str) -> PreprocessJob:
+        return preprocess_job_from_resource(self.api.call("GET", f"/v1b3/{self.parent}/jobs/{job_id}"))
 
     def find_training_jobs(self, run_id: str) -> list[JobRef]:
         found = self.api.call("GET", f"/v1/{self.parent}/customJobs", query={"filter": f'labels.run_id="{run_id}"'})

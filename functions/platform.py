@@ -24,6 +24,10 @@ class NotFound(RuntimeError):
     """The object or resource does not exist."""
 
 
+class TooLarge(ValueError):
+    """The object is larger than the reader allowed (a ValueError, as an object name it cannot hold is)."""
+
+
 @dataclass(frozen=True)
 class JobRef:
     """A launched job: its platform id and full resource name."""
@@ -31,6 +35,29 @@ class JobRef:
     job_id: str
     name: str
     kind: str  # "preprocess" | "training"
+
+
+@dataclass(frozen=True)
+class PreprocessJob:
+    """What the Dataflow job API says of a preprocessing job (its name is the run id)."""
+
+    job_id: str
+    name: str
+    state: str  # currentState: JOB_STATE_RUNNING, JOB_STATE_DONE, JOB_STATE_FAILED, ...
+    labels: dict[str, str] = field(default_factory=dict)
+
+    # The states a batch job does not leave (JobState in
+    # https://cloud.google.com/dataflow/docs/reference/rest/v1b3/projects.jobs#jobstate).
+    TERMINAL = ("JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_UPDATED",
+                "JOB_STATE_DRAINED", "JOB_STATE_STOPPED")
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in self.TERMINAL
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "JOB_STATE_DONE"
 
 
 @dataclass(frozen=True)
@@ -116,7 +143,8 @@ class Storage(Protocol):
     """The pipeline bucket."""
 
     def read(self, name: str, max_bytes: int | None = None) -> bytes:
-        """The object's bytes; NotFound if absent; ValueError if larger than max_bytes."""
+        """The object's bytes; NotFound if absent; TooLarge if larger than max_bytes; ValueError for a
+        name that is no object's."""
 
     def write(self, name: str, data: bytes, content_type: str = "application/json") -> None:
         """Create or replace an object, visible only when complete."""
@@ -147,6 +175,9 @@ class Jobs(Protocol):
         self, run_id: str, manifest_uri: str, base_output_uri: str, trainer_args: list[str],
         labels: dict[str, str],
     ) -> JobRef: ...
+
+    def get_preprocess_job(self, job_id: str) -> PreprocessJob:
+        """A Dataflow job by id; NotFound if the API knows no such job."""
 
     def find_training_jobs(self, run_id: str) -> list[JobRef]:
         """Training jobs labelled with this run id, in any state."""

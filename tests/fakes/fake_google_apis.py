@@ -229,6 +229,8 @@ class FakeGoogleApis:
         return [
             ("POST", rf"/v1b3/{LOCATION}/flexTemplates:launch", self._launch_flex_template,
              "dataflow.projects.locations.flexTemplates.launch"),
+            ("GET", rf"/v1b3/{LOCATION}/jobs/(?P<job>[^/:]+)", self._get_dataflow_job,
+             "dataflow.projects.locations.jobs.get"),
             ("POST", rf"/v1/{LOCATION}/customJobs", self._create_custom_job, f"{vertex}.customJobs.create"),
             ("GET", rf"/v1/{LOCATION}/customJobs", self._list_custom_jobs, f"{vertex}.customJobs.list"),
             ("GET", rf"/v1/{LOCATION}/customJobs/(?P<job>[^/:]+)", self._get_custom_job, f"{vertex}.customJobs.get"),
@@ -266,6 +268,15 @@ class FakeGoogleApis:
                "currentState": "JOB_STATE_QUEUED", "labels": launch.get("environment", {}).get("additionalUserLabels", {})}
         self.dataflow_jobs[name] = job
         return {"job": job}
+
+    def _get_dataflow_job(self, match, query, body) -> dict:
+        job = next((j for j in self.dataflow_jobs.values() if j["id"] == match["job"]), None)
+        if job is None:
+            raise ApiError(404, f"(4f1e) Could not find job with id {match['job']}.", "NOT_FOUND")
+        return job
+
+    def set_dataflow_state(self, job_name: str, state: str) -> None:
+        self.dataflow_jobs[job_name]["currentState"] = state
 
     # Vertex AI custom jobs
 

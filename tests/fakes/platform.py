@@ -17,6 +17,7 @@ from functions.platform import (
     ModelVersion,
     NotFound,
     RegisteredVersion,
+    PreprocessJob,
     TrainingJob,
 )
 
@@ -26,6 +27,7 @@ class FakeJobs:
         self.preprocess_calls = []
         self.training_calls = []
         self.jobs: dict[str, TrainingJob] = {}
+        self.dataflow: dict[str, PreprocessJob] = {}
         self.fail_next: Exception | None = None
         self.launch_delay_s = 0.0
         self.lock = threading.Lock()
@@ -40,7 +42,18 @@ class FakeJobs:
         self._maybe_fail()
         with self.lock:
             self.preprocess_calls.append((run_id, source, out_uri, limit, labels))
-            return JobRef(f"df-{len(self.preprocess_calls)}", run_id, "preprocess")
+            job_id = f"df-{len(self.preprocess_calls)}"
+            self.dataflow[job_id] = PreprocessJob(job_id, run_id, "JOB_STATE_RUNNING", dict(labels))
+            return JobRef(job_id, run_id, "preprocess")
+
+    def get_preprocess_job(self, job_id):
+        if job_id not in self.dataflow:
+            raise NotFound(f"no Dataflow job {job_id}")
+        return self.dataflow[job_id]
+
+    def end_preprocess(self, job_id, state):
+        job = self.dataflow[job_id]
+        self.dataflow[job_id] = PreprocessJob(job.job_id, job.name, state, job.labels)
 
     def launch_training(self, run_id, manifest_uri, base_output_uri, trainer_args, labels):
         self._maybe_fail()

@@ -119,6 +119,19 @@ def test_the_flex_template_launch_carries_the_run_as_job_name_parameters_and_env
     assert job.job_id == apis.dataflow_jobs["run-1"]["id"]
 
 
+def test_a_dataflow_job_is_read_back_by_id_with_its_state_and_an_unknown_one_is_not_found(apis, dataflow):
+    job = dataflow.launch_preprocess("run-3", "bigquery", "gs://x/", None, {"run_id": "run-3"})
+    apis.set_dataflow_state("run-3", "JOB_STATE_DRAINED")
+    found = dataflow.get_preprocess_job(job.job_id)
+    assert (found.job_id, found.name, found.state, found.labels) == (job.job_id, "run-3", "JOB_STATE_DRAINED",
+                                                                    {"run_id": "run-3"})
+    assert found.terminal and not found.succeeded
+    (call,) = apis.received("GET", "/jobs/")
+    assert call.path.endswith(f"/locations/{CONFIG.region}/jobs/{job.job_id}")
+    with pytest.raises(NotFound):
+        dataflow.get_preprocess_job("2026-11-27_05_00_00-404")
+
+
 def test_a_second_launch_of_a_run_is_already_exists_and_no_limit_sends_no_limit(apis, dataflow):
     dataflow.launch_preprocess("run-2", f"gs://{BUCKET}/data/n.parquet", "gs://x/", None, {"run_id": "run-2"})
     with pytest.raises(AlreadyExists, match="already an active job named run-2"):

@@ -153,8 +153,11 @@ def test_every_request_and_answer_on_the_wire_is_in_the_documented_schemas(apis)
     local_jobs = LocalJobs(LocalApi(apis.url), CONFIG)
     local_models = LocalModels(LocalApi(apis.url), CONFIG)
 
-    dataflow.launch_preprocess(RUN, "bigquery", f"gs://{CONFIG.bucket}/runs/{RUN}/preprocess/", 1000, {"run_id": RUN})
-    local_jobs.launch_preprocess("run-local", "bigquery", "gs://b/o/", None, {"run_id": "run-local"})
+    launched = [dataflow.launch_preprocess(RUN, "bigquery", f"gs://{CONFIG.bucket}/runs/{RUN}/preprocess/", 1000,
+                                           {"run_id": RUN}),
+                local_jobs.launch_preprocess("run-local", "bigquery", "gs://b/o/", None, {"run_id": "run-local"})]
+    for side, job in zip((dataflow, local_jobs), launched):
+        assert side.get_preprocess_job(job.job_id).labels == {"run_id": job.name}
     for side in (jobs, local_jobs):
         job = side.launch_training(RUN, "gs://b/m.json", f"gs://b/runs/{RUN}/train/", ["--batch-size", "64"],
                                    {"run_id": RUN})
