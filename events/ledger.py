@@ -7,14 +7,18 @@ the run's current state and per-stage times.
 
 Run states and the transitions a run may take:
 
-    requested ──► preprocessing ──► training ──► deploying ──► deployed
-        │               │              │             │    ▲
-        │               │              │             ▼    │ promoted
-        │               │              │           baking ┴──► rolled-back
-        ├─► rejected ◄──┤              ├─► rejected  │           (rejected: bad request, data
-        └─► failed  ◄───┴──────────────┴─► failed ◄──┘            outside its bounds, or the gate)
+    requested ──┬─────────────────► preprocessing ──► training ──► deploying ──► deployed
+        │       └─► queued ─────────────┘   │              │             │    ▲
+        │              │                    │              │             ▼    │ promoted
+        │              │                    │              │           baking ┴──► rolled-back
+        ├─► rejected ◄─┼────────────────────┤              ├─► rejected  │
+        └─► failed  ◄──┴────────────────────┴──────────────┴─► failed ◄──┘
+    (rejected: a bad request, no room in the queue, the daily budget spent, data outside its
+    bounds, or the gate)
 
-A run's first record is `requested` (or `rejected`, for a request refused on arrival). A blessed
+A run's first record is `requested` (or `rejected`, for a request refused on arrival). A request
+that finds every active slot taken waits `queued` (in the request stage) until a run ends; one
+that finds the queue full, or the daily run budget spent, is `rejected` with the reason. A blessed
 candidate beside a champion bakes as a canary (`baking`, in the release stage) before it is
 promoted (`deployed`) or rolled back. `deployed`, `rejected`, `rolled-back` and `failed` are
 terminal. Repeating the current state is legal (a redelivery).
@@ -24,7 +28,8 @@ Folding rules:
   record that disagrees is reported as an anomaly;
 - without a terminal record the state is the furthest one reached, so an out-of-order or
   redelivered earlier record never moves a run backwards;
-- a change that skips or reverses the chart above is kept but listed in `RunStatus.anomalies`.
+- a change that skips or reverses the chart above is kept but listed in `RunStatus.anomalies`;
+- `RunStatus.reason` is the deciding record's reason, or, while a run waits `queued`, why it waits.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ LEDGER_FORMAT = "mlrelay.ledger/v1"
 
 class RunState(StrEnum):
     REQUESTED = "requested"
+    QUEUED = "queued"
     PREPROCESSING = "preprocessing"
     TRAINING = "training"
     DEPLOYING = "deploying"
@@ -60,6 +66,7 @@ STAGES = ("request", "preprocess", "train", "deploy", "release")
 # The stage a state belongs to; terminal failures may happen in any stage.
 _STATE_STAGES: dict[RunState, frozenset[str]] = {
     RunState.REQUESTED: frozenset({"request"}),
+    RunState.QUEUED: frozenset({"request"}),
     RunState.PREPROCESSING: frozenset({"preprocess"}),
     RunState.TRAINING: frozenset({"train"}),
     RunState.DEPLOYING: frozenset({"deploy"}),
@@ -69,11 +76,13 @@ _STATE_STAGES: dict[RunState, frozenset[str]] = {
     RunState.REJECTED: frozenset({"request", "train", "deploy"}),
     RunState.FAILED: frozenset(STAGES),
 }
-_PROGRESS = {RunState.REQUESTED: 0, RunState.PREPROCESSING: 1, RunState.TRAINING: 2, RunState.DEPLOYING: 3,
-             RunState.BAKING: 4}
+_PROGRESS = {RunState.REQUESTED: 0, RunState.QUEUED: 1, RunState.PREPROCESSING: 2, RunState.TRAINING: 3,
+             RunState.DEPLOYING: 4, RunState.BAKING: 5}
 INITIAL_STATES = frozenset({RunState.REQUESTED, RunState.REJECTED})
 LEGAL_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    RunState.REQUESTED: frozenset({RunState.PREPROCESSING, RunState.REJECTED, RunState.FAILED}),
+    RunState.REQUESTED: frozenset({RunState.QUEUED, RunState.PREPROCESSING, RunState.REJECTED, RunState.FAILED}),
+    # rejected: refused while it waits (by an operator or the reconcile sweep); it never ran
+    RunState.QUEUED: frozenset({RunState.PREPROCESSING, RunState.REJECTED, RunState.FAILED}),
     # rejected: the data check refuses the manifest's counts before any training is launched
     RunState.PREPROCESSING: frozenset({RunState.TRAINING, RunState.REJECTED, RunState.FAILED}),
     RunState.TRAINING: frozenset({RunState.DEPLOYING, RunState.REJECTED, RunState.FAILED}),
@@ -300,7 +309,7 @@ def fold(events: Iterable[LedgerEvent]) -> RunStatus:
         started=ordered[0].time,
         updated=ordered[-1].time,
         job_ids=job_ids,
-        reason=_reason(deciding),
+        reason=_reason(deciding or _waiting(considered, current)),
         anomalies=tuple(anomalies),
         records=len(ordered),
     )
@@ -319,6 +328,13 @@ def _stage_timings(considered: list[LedgerEvent], deciding: LedgerEvent | None) 
             later.append(deciding.time)
         timings[stage] = StageTiming(start, min(later) if later else None)
     return timings
+
+
+def _waiting(considered: list[LedgerEvent], current: RunState) -> LedgerEvent | None:
+    """The record that put a run in the queue, while it waits there: its reason says behind what."""
+    if current != RunState.QUEUED:
+        return None
+    return next((event for event in reversed(considered) if event.state == RunState.QUEUED), None)
 
 
 def _reason(deciding: LedgerEvent | None) -> str | None:

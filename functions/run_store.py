@@ -18,6 +18,11 @@ through `RunStore`: the functions, the command line and the benchmarks alike. Th
     rollbacks/<rollback>/_LAUNCHED, _DONE       a requested rollback's deploy and its end, once
     endpoints/<endpoint>/_RELEASING             the one release in progress on an endpoint, and whose
     guards/debounce/<key>.json                  the last run a request from one origin started, and when
+    guards/admission/slots/<slot>-<gen>.json    who holds one of the active-run slots (create-only; the
+                                                highest generation of a slot is its holder)
+    guards/admission/queue/<ticket>.json        a run waiting for a slot, numbered in the order queued
+    guards/admission/admitted/<ticket>.json     a run admitted (started or queued), numbered, with the
+                                                time the daily run budget counts it at
 
 The path functions are pure, so an entry point can tell a manifest from any other object of the
 bucket without I/O.
@@ -38,6 +43,10 @@ from events.timestamps import TimeLike, parse_sortable_stamp, sortable_stamp
 from functions.platform import NotFound, Storage
 
 TRIGGER_PREFIX = "triggers/"
+ADMISSION_PREFIX = "guards/admission/"
+SLOTS_PREFIX = ADMISSION_PREFIX + "slots/"
+QUEUE_PREFIX = ADMISSION_PREFIX + "queue/"
+ADMITTED_PREFIX = ADMISSION_PREFIX + "admitted/"
 RUNS_PREFIX = "runs/"
 DEPLOYMENTS_PREFIX = "deployments/"
 RELEASES_PREFIX = "releases/"
@@ -46,6 +55,8 @@ MAX_MANIFEST_BYTES = 16 << 20
 MAX_METRICS_BYTES = 1 << 20
 
 _LEDGER_NAME = re.compile(r"^runs/([^/]+)/events/(\d{8}T\d{6}\.\d{6}Z)-([a-z]+)\.json$")
+_SLOT_NAME = re.compile(re.escape(SLOTS_PREFIX) + r"(\d{3})-(\d{9})\.json")
+_TICKET_NAME = re.compile(r"(\d{12})\.json")
 _MANIFEST_NAME = re.compile(r"^runs/([^/]+)/preprocess/" + re.escape(MANIFEST_NAME) + "$")
 
 
@@ -144,6 +155,27 @@ def debounce_marker_name(key: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", key):
         raise ValueError(f"debounce key {key!r} is not a sha256 hex digest")
     return f"guards/debounce/{key}.json"
+
+
+def admission_slot_name(slot: int, generation: int) -> str:
+    """One holder of an active-run slot: the slot's next holder creates the next generation."""
+    if not (0 <= slot < 1000 and 0 <= generation < 10**9):
+        raise ValueError(f"no admission slot {slot} generation {generation}")
+    return f"{SLOTS_PREFIX}{slot:03d}-{generation:09d}.json"
+
+
+def queue_ticket_name(ticket: int) -> str:
+    return _ticket_name(QUEUE_PREFIX, ticket)
+
+
+def admitted_ticket_name(ticket: int) -> str:
+    return _ticket_name(ADMITTED_PREFIX, ticket)
+
+
+def _ticket_name(prefix: str, ticket: int) -> str:
+    if not 0 <= ticket < 10**12:
+        raise ValueError(f"ticket {ticket} is out of range")
+    return f"{prefix}{ticket:012d}.json"
 
 
 def release_slot_name(endpoint_id: str) -> str:
@@ -354,6 +386,75 @@ class RunStore:
             return other, since
         self.storage.write(name, ours)  # the last one is old enough: this run starts anew
         return None
+
+    # admission (functions.stages.admission decides; these are its markers)
+
+    def admission_slots(self) -> dict[int, list[int]]:
+        """Each active-run slot that has had a holder: its generations present, lowest first."""
+        slots: dict[int, list[int]] = {}
+        for name in self.storage.list(SLOTS_PREFIX):
+            match = _SLOT_NAME.fullmatch(name)
+            if match:
+                slots.setdefault(int(match.group(1)), []).append(int(match.group(2)))
+        return {slot: sorted(generations) for slot, generations in sorted(slots.items())}
+
+    def slot_holder(self, slot: int, generation: int) -> dict[str, Any] | None:
+        """What a slot generation's marker holds ({"run_id", "taken"}), or None when it cannot be read."""
+        return self._read_object(admission_slot_name(slot, generation))
+
+    def take_slot(self, slot: int, generation: int, run_id: str, taken: datetime) -> bool:
+        """Become the slot's holder at this generation; False when another run did first."""
+        body = json.dumps({"run_id": run_id, "taken": taken.isoformat()}).encode()
+        return self.storage.create(admission_slot_name(slot, generation), body)
+
+    def drop_slot_generations(self, slot: int, generations: list[int]) -> None:
+        """Delete superseded generations of a slot (never call it with the slot's highest)."""
+        for generation in generations:
+            self.storage.delete(admission_slot_name(slot, generation))
+
+    def queue_tickets(self) -> list[int]:
+        """The tickets of the runs waiting for a slot, oldest first."""
+        return self._tickets(QUEUE_PREFIX)
+
+    def queued_entry(self, ticket: int) -> dict[str, Any] | None:
+        """A queue ticket's content ({"run_id", "queued"}), or None when it is gone."""
+        return self._read_object(queue_ticket_name(ticket))
+
+    def enqueue(self, ticket: int, run_id: str, queued: datetime) -> bool:
+        """Queue the run under this ticket; False when the ticket is another run's."""
+        body = json.dumps({"run_id": run_id, "queued": queued.isoformat()}).encode()
+        return self.storage.create(queue_ticket_name(ticket), body)
+
+    def dequeue(self, ticket: int) -> None:
+        self.storage.delete(queue_ticket_name(ticket))
+
+    def admitted_tickets(self) -> list[int]:
+        """The tickets of the runs the daily run budget counts, oldest first."""
+        return self._tickets(ADMITTED_PREFIX)
+
+    def admitted_entry(self, ticket: int) -> dict[str, Any] | None:
+        """An admission's record ({"run_id", "at"}), or None when it is gone."""
+        return self._read_object(admitted_ticket_name(ticket))
+
+    def count_admitted(self, ticket: int, run_id: str, at: datetime) -> bool:
+        """Count the run against the budget under this ticket; False when the ticket is another run's."""
+        body = json.dumps({"run_id": run_id, "at": at.isoformat()}).encode()
+        return self.storage.create(admitted_ticket_name(ticket), body)
+
+    def drop_admitted(self, ticket: int) -> None:
+        """Forget an admission: one refused after all, or one too old for the budget to look at."""
+        self.storage.delete(admitted_ticket_name(ticket))
+
+    def _tickets(self, prefix: str) -> list[int]:
+        found = (_TICKET_NAME.fullmatch(name[len(prefix):]) for name in self.storage.list(prefix))
+        return sorted(int(match.group(1)) for match in found if match)
+
+    def _read_object(self, name: str) -> dict[str, Any] | None:
+        try:
+            document = json.loads(self.storage.read(name))
+        except (NotFound, ValueError):
+            return None
+        return document if isinstance(document, dict) else None
 
     def _holder_has_ended(self, holder: str) -> bool:
         if is_run_id(holder):

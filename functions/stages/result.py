@@ -15,7 +15,8 @@ class Action(StrEnum):
     LAUNCHED = "launched"  # this event started the stage's job
     DUPLICATE = "duplicate"  # the work was started already (a redelivery)
     IN_FLIGHT = "in-flight"  # another delivery is launching the same work right now
-    REJECTED = "rejected"  # bad input: the run ends with the reason in its ledger
+    REJECTED = "rejected"  # bad input, or no room: the run ends with the reason in its ledger
+    QUEUED = "queued"  # every active slot is held: the run waits, started when an active run ends
     RECORDED = "recorded"  # a job's end was confirmed and written to the ledger
     IGNORED = "ignored"  # not this stage's event, or not one of our runs
 

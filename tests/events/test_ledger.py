@@ -169,6 +169,43 @@ def test_fold_refuses_nothing_or_mixed_runs():
         fold([HAPPY[0], other])
 
 
+# --- the queue -------------------------------------------------------------------------------------
+
+QUEUED = record("request", "queued", 1, details={"reason": "2 runs active: queued at position 1", "position": 1})
+
+
+def test_a_queued_run_waits_in_the_request_stage_and_says_why():
+    status = fold([HAPPY[0], QUEUED])
+    assert status.state is RunState.QUEUED and not status.terminal and status.anomalies == ()
+    assert status.reason == "2 runs active: queued at position 1"
+    assert status.stages["request"].end is None
+
+
+def test_a_queued_run_started_later_folds_like_any_other_in_any_order():
+    events = [HAPPY[0], QUEUED, *HAPPY[1:]]
+    status = fold(events)
+    assert status.state is RunState.DEPLOYED and status.anomalies == () and status.reason is None
+    assert status.stages["request"].end == at(2), "the request stage lasts until preprocessing starts"
+    shuffled = events[:]
+    random.Random(7).shuffle(shuffled)
+    assert fold(shuffled) == status
+    assert fold([HAPPY[0], QUEUED, HAPPY[1], record("request", "queued", 5)]).state is RunState.PREPROCESSING, (
+        "a late queued record never moves a started run back")
+
+
+def test_a_queued_run_may_be_refused_or_fail_but_not_skip_preprocessing():
+    assert is_legal_transition(RunState.REQUESTED, RunState.QUEUED)
+    assert is_legal_transition(RunState.QUEUED, RunState.QUEUED)
+    assert LEGAL_TRANSITIONS[RunState.QUEUED] == {RunState.PREPROCESSING, RunState.REJECTED, RunState.FAILED}
+    assert not is_legal_transition(None, RunState.QUEUED)
+    assert not is_legal_transition(RunState.QUEUED, RunState.TRAINING)
+    assert not is_legal_transition(RunState.PREPROCESSING, RunState.QUEUED)
+    refused = fold([HAPPY[0], QUEUED, record("request", "rejected", 9, details={"reason": "cancelled"})])
+    assert refused.state is RunState.REJECTED and refused.reason == "cancelled" and refused.anomalies == ()
+    with pytest.raises(InvalidEvent, match="cannot happen in stage"):
+        record("preprocess", "queued", 1)
+
+
 @pytest.mark.parametrize(
     "change, words",
     [

@@ -33,3 +33,20 @@ def test_the_platform_decides_the_default_source_and_bad_values_are_refused():
                        ({"MLRELAY_PLATFORM": "local"}, "MLRELAY_LOCAL_ROOT")]:
         with pytest.raises(ConfigError, match=words):
             Config.from_env(env)
+
+
+def test_the_admission_settings_have_their_defaults_and_refuse_what_would_start_nothing():
+    config = Config.from_env({"MLRELAY_PLATFORM": "gcp"})
+    assert (config.max_active_runs, config.max_queued_runs, config.daily_run_budget) == (2, 8, 24)
+    custom = Config.from_env({"MLRELAY_PLATFORM": "gcp", "MLRELAY_MAX_ACTIVE_RUNS": "5",
+                              "MLRELAY_MAX_QUEUED_RUNS": "0", "MLRELAY_DAILY_RUN_BUDGET": "0"})
+    assert (custom.max_active_runs, custom.max_queued_runs, custom.daily_run_budget) == (5, 0, 0)
+    assert Config.from_env(custom.to_env()) == custom
+    assert custom.to_env()["MLRELAY_MAX_ACTIVE_RUNS"] == "5"
+    for name, value, words in [("MAX_ACTIVE_RUNS", "0", "MLRELAY_MAX_ACTIVE_RUNS must be 1 or more, not 0"),
+                               ("MAX_ACTIVE_RUNS", "two", "MLRELAY_MAX_ACTIVE_RUNS must be a whole number"),
+                               ("MAX_QUEUED_RUNS", "-1", "MLRELAY_MAX_QUEUED_RUNS must be 0 or more"),
+                               ("DAILY_RUN_BUDGET", "2.5", "MLRELAY_DAILY_RUN_BUDGET must be a whole number"),
+                               ("DAILY_RUN_BUDGET", "-3", "MLRELAY_DAILY_RUN_BUDGET must be 0 or more")]:
+        with pytest.raises(ConfigError, match=words):
+            Config.from_env({"MLRELAY_PLATFORM": "gcp", f"MLRELAY_{name}": value})

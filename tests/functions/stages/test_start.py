@@ -135,7 +135,7 @@ def test_a_burst_of_one_request_from_one_origin_starts_one_run(env):
     from datetime import timedelta
 
     config, platform = env
-    config = replace(config, debounce_seconds=60)
+    config = replace(config, debounce_seconds=60, max_active_runs=4)  # the four runs it starts stay active
     body = b'{"limit": 5000}'
     first = message(body, message_id="m-1")
     assert start_run(config, platform, first).action == "launched"
