@@ -15,6 +15,8 @@ from typing import Any, Mapping
 MANIFEST_NAME = "_MANIFEST.json"
 MANIFEST_FORMAT = "mlrelay.preprocess/v1"
 SPLITS = ("train", "eval")
+# The pipeline's input counts that the data check compares (functions.release.data_check).
+INPUT_COUNTS = ("rows_read", "rows_dropped", "rows_valid")
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,28 @@ def check_manifest(manifest: object, run_id: str) -> str | None:
         entry = splits.get(split)
         if not isinstance(entry, dict) or not entry.get("shards"):
             return f"manifest lists no {split} shards"
-        if not isinstance(entry.get("rows"), int) or entry["rows"] <= 0:
-            return f"manifest has no {split} rows"
+        shards = entry["shards"]
+        if not isinstance(shards, list) or not all(isinstance(shard, str) and shard for shard in shards):
+            return f"manifest's {split} shards must be a list of file names, not {_short(shards)}"
+        rows = entry.get("rows")
+        if not _is_count(rows) or rows <= 0:  # a bool is an int to Python, not a count
+            return f"manifest has no {split} rows (rows must be a positive integer, not {_short(rows)})"
+    inputs = manifest.get("input")
+    if inputs is not None and not isinstance(inputs, dict):
+        return f"manifest's input must be an object of counts, not {_short(inputs)}"
+    for key in INPUT_COUNTS:
+        value = (inputs or {}).get(key)
+        if value is not None and not _is_count(value):
+            return f"manifest's input.{key} must be a count (an integer of at least 0), not {_short(value)}"
     return None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _short(value: object) -> str:
+    return repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
 
 
 def summarize(manifest: Mapping[str, Any]) -> ManifestSummary:

@@ -34,6 +34,8 @@ PUBSUB_SOURCE_PREFIX = "//pubsub.googleapis.com/"
 OBJECT_FINALIZE = "OBJECT_FINALIZE"
 GCS_EVENT_TYPES = frozenset({OBJECT_FINALIZE, "OBJECT_METADATA_UPDATE", "OBJECT_DELETE", "OBJECT_ARCHIVE"})
 GCS_PAYLOAD_FORMATS = frozenset({"JSON_API_V1", "NONE"})
+# https://cloud.google.com/storage/docs/objects#naming: 1-1024 bytes of UTF-8.
+MAX_OBJECT_NAME_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,9 @@ class GcsNotification:
             parse_rfc3339(attributes["eventTime"])
         except ValueError as err:
             raise InvalidEvent(f"notification eventTime: {err}") from None
+        if len(attributes["objectId"].encode("utf-8", "surrogatepass")) > MAX_OBJECT_NAME_BYTES:
+            raise InvalidEvent(f"notification objectId is longer than Cloud Storage's {MAX_OBJECT_NAME_BYTES} "
+                               "bytes, so it names no object")
         return cls(
             notification_config=attributes["notificationConfig"],
             event_type=event_type,
@@ -240,8 +245,11 @@ class GcsNotification:
 
 
 def is_gcs_notification(attributes: Mapping[str, str]) -> bool:
-    """Whether a message's attributes say it came from a Cloud Storage notification."""
-    return bool(attributes.get("notificationConfig")) and bool(attributes.get("bucketId"))
+    """Whether a message's attributes say it came from a Cloud Storage notification.
+
+    Either of the two attributes only a notification sets will do, so that a notification missing
+    the other is parsed (and refused, naming what it lacks) rather than taken for a plain message."""
+    return bool(attributes.get("notificationConfig")) or bool(attributes.get("bucketId"))
 
 
 def gcs_notification_attributes(

@@ -164,7 +164,9 @@ def predict(endpoint_url: str, instances: list[dict]) -> dict:
             detail = f"{error.get('status', exc.code)}: {error['message']}"
         except (ValueError, KeyError, TypeError):
             detail = body[:300].decode("utf-8", "replace") or str(exc.reason)
-        raise PredictRefused(f"the endpoint answered {exc.code} {detail}") from None
+        raise PredictRefused(f"the endpoint answered {exc.code} {' '.join(detail.split())}") from None
+    except urllib.error.URLError as exc:  # nothing answered: say where, and why
+        raise PredictRefused(f"the endpoint at {endpoint_url} did not answer: {exc.reason}") from None
 
 
 def _mtime(path: Path) -> datetime | None:

@@ -64,9 +64,15 @@ def _finite_float(text: str) -> float:
 def parse_json(raw: bytes) -> Any:
     """A body parsed as strict JSON, as Google's front ends parse it: NaN, Infinity and numbers past
     a double's range are refused (Python's json would take them, and a model would predict from
-    them), and so is nesting too deep to parse, all as INVALID_ARGUMENT."""
+    them), and so is nesting too deep to parse, all as INVALID_ARGUMENT. The body must be UTF-8
+    (RFC 8259, section 8.1; a leading byte order mark is passed over): Python's json would also
+    take UTF-16 and UTF-32 bytes."""
     try:
-        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise invalid(f"the request body is not UTF-8 (byte {exc.start} is invalid)") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise invalid("the request body is nested too deeply to parse") from None
     except (UnicodeDecodeError, ValueError) as exc:

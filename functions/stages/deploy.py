@@ -136,7 +136,8 @@ def finish_deploy(config: Config, platform: Platform, operation_name: str, event
     if index is None:
         return StageResult(Action.IGNORED, detail=f"operation {operation_name} is not one of ours")
     run_id = index["run_id"]
-    op = platform.models.get_operation(operation_name)
+    # The operation as we recorded it when it started, not as the log entry spells it.
+    op = platform.models.get_operation(index.get("operation") or operation_name)
     if not op.done:
         raise TransientError(f"operation {operation_name} logged an end but is not done")
     if op.error:

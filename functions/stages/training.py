@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from events.manifest import check_manifest, summarize
+from events.run_id import is_run_id
 from events.run_request import InvalidRunRequest, RunRequest
 from functions.claim import Claimed, launch_once
 from functions.config import Config
@@ -29,6 +30,8 @@ def start_training(config: Config, platform: Platform, written: ManifestWritten)
         problem = "manifest disappeared before it could be read"
     except ValueError as exc:
         problem = f"manifest is not readable JSON: {exc}"
+    except RecursionError:
+        problem = "manifest is not readable JSON: nested too deeply"
     request = None
     try:
         request = runs.read_request(run_id)
@@ -99,13 +102,21 @@ def finish_training(config: Config, platform: Platform, ended: JobEnded) -> Stag
         job = platform.jobs.get_training_job(ended.terminal.job_id)
     except NotFound:  # a line naming a job the API does not know (forged, or of another project)
         return StageResult(Action.IGNORED, detail=f"job {ended.terminal.job_id} is not one the job API knows")
-    if not job.terminal:
-        # The log line is only the doorbell; the API is the truth. Try again shortly.
-        raise TransientError(f"job {job.job_id} logged an end but its state is {job.state}")
+    # Whose job it is comes first: a job of no run of ours is ignored at once, never retried.
     run_id = job.labels.get("run_id")
     if not run_id:
         return StageResult(Action.IGNORED, detail=f"job {job.job_id} has no run_id label")
+    if not is_run_id(run_id):
+        return StageResult(Action.IGNORED, detail=f"job {job.job_id}'s run_id label {run_id[:80]!r} is not a run id")
     runs = RunStore(platform.storage, config.bucket)
+    if not runs.has_run(run_id):
+        return StageResult(Action.IGNORED, run_id,
+                           f"job {job.job_id}'s run {run_id} is not a run of gs://{config.bucket}")
+    if not job.terminal:
+        # The log line is only the doorbell; the API is the truth. Try again shortly.
+        raise TransientError(f"job {job.job_id} logged an end but its state is {job.state}")
+    if any(status.terminal for status in runs.statuses(run_id)):
+        return StageResult(Action.DUPLICATE, run_id, "the run has ended already", job=job.job_id)
     if job.state != "JOB_STATE_SUCCEEDED":
         reason = f"training job {job.job_id} ended {job.state}" + (f": {job.error}" if job.error else "")
         record(runs, run_id, "train", "failed", ended.event_id, job_ids={"train": job.job_id}, reason=reason)
