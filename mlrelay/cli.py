@@ -58,7 +58,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from local_cloud.scheduler import ScheduleEntry
     from mlrelay.demo import ensure_sample
 
-    settings = LocalCloudSettings(root=args.root)
+    if args.duplicate_deliveries < 1:
+        raise ValueError(f"--duplicate-deliveries must be 1 or more, not {args.duplicate_deliveries}")
+    settings = LocalCloudSettings(root=args.root, duplicate_deliveries=args.duplicate_deliveries)
     if args.schedule:
         body = json.dumps({"source": "data/natality.parquet"}).encode()
         settings.schedules.append(ScheduleEntry("retrain", args.schedule, settings.config.start_topic, body))
@@ -169,9 +171,12 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     import getpass
 
     from functions.config import Config
+    from functions.triggers import VERSIONED_MODEL_FORM, is_versioned_model_name
 
-    if args.to is not None and "@" not in args.to:
-        raise ValueError(f"--to must be MODEL@VERSION (e.g. projects/P/locations/R/models/babyweight@3), not {args.to!r}")
+    # The release function refuses any other form (functions.triggers): said here, before publishing.
+    if args.to is not None and not is_versioned_model_name(args.to):
+        raise ValueError(f"--to must be MODEL@VERSION ({VERSIONED_MODEL_FORM}, e.g. "
+                         f"projects/P/locations/R/models/babyweight@3), not {args.to!r}")
     body = {"action": "rollback", "to": args.to, "requested_by": getpass.getuser()}
     _publish(args.root, args.project, Config().release_topic, json.dumps(body).encode())
     print("the release function deploys the version, then retires the current one: see `mlrelay releases`")
@@ -243,6 +248,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise ValueError(str(exc)) from None
 
 
+def _cmd_dead_letters(args: argparse.Namespace) -> int:
+    """List or replay the dead-letter subscription's events, of the deployed chain or the local cloud."""
+    from local_cloud.cloud import FUNCTIONS
+    from mlrelay.dead_letters import run
+
+    project = args.project
+    if project is None:
+        state = _local_state(args.root)
+        os.environ["PUBSUB_EMULATOR_HOST"] = state["pubsub_emulator_host"]
+        project = state["project"]
+    return run(args.action, project, subscription=args.subscription, as_json=getattr(args, "json", False),
+               message_id=getattr(args, "id", None), replay_all=getattr(args, "all", False), functions=FUNCTIONS)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     # The benchmarks are a program of their own (`python -m bench`), a layer above this package
     # (pyproject.toml's import contracts): this command becomes that program, with its arguments,
@@ -291,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = with_root(commands.add_parser("up", help="run the local cloud until Ctrl-C"))
     up.add_argument("--schedule", help="a cron expression that publishes a run request (Cloud Scheduler)")
     up.add_argument("--rows", type=int, default=50_000, help="sample rows to make when absent")
+    up.add_argument("--duplicate-deliveries", type=int, default=1, metavar="N",
+                    help="push every event N times (a drill: at-least-once delivery, made visible)")
     up.set_defaults(func=_cmd_up)
 
     trigger = with_root(commands.add_parser("trigger", help="upload a trigger file (a JSON run request)"))
@@ -333,6 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.set_defaults(func=_cmd_demo)
 
+    dead_letters = commands.add_parser("dead-letters", help="events that failed every delivery: list, replay")
+    actions = dead_letters.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = with_root(actions.add_parser("list", help="show each dead letter (nothing is acknowledged)"))
+    listing.add_argument("--json", action="store_true")
+    replay = with_root(actions.add_parser("replay", help="publish dead letters to their topics again"))
+    replay.add_argument("id", nargs="?", help="the dead letter's id, as `dead-letters list` shows it")
+    replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    for action in (listing, replay):
+        action.add_argument("--project", help="the deployed chain's project (default: the local cloud)")
+        action.add_argument("--subscription", help="the dead-letter subscription (default mlrelay-dead-letters)")
+    dead_letters.set_defaults(func=_cmd_dead_letters)
+
     bench = commands.add_parser(
         "bench",
         help="measure each stage against its baseline (tables, or --json; options as python -m bench)",
@@ -357,11 +390,34 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError) as exc:
-        print(f"mlrelay {args.command}: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not isinstance(exc, (ValueError, OSError)) and not _is_service_error(exc):
+            raise  # a bug: its traceback is what a report needs
+        # One line, whatever the message holds (a server's answer may span several).
+        print(f"mlrelay {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _is_service_error(exc: Exception) -> bool:
+    """A refusal by a service the command called (Google's APIs and their credentials, the chain's
+    platform), which the user can act on from its message."""
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    from functions.platform import AlreadyExists, NotFound, TransientError
+
+    return isinstance(exc, (GoogleAPIError, GoogleAuthError, NotFound, AlreadyExists, TransientError))
+
+
+def _one_line(exc: Exception) -> str:
+    from google.auth.exceptions import GoogleAuthError
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, GoogleAuthError):  # its own text ("File ... was not found.") does not say what for
+        return f"no usable Google credentials ({text}); run `gcloud auth application-default login`"
+    return text
 
 
 if __name__ == "__main__":
