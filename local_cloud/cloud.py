@@ -6,8 +6,15 @@
     jobs ──► LogEntries ──► log router ──(sink filters)──► job-events topic ──► on_training_complete
     model service (registry + endpoint) ──► deploy's audit entry ──► log router
 
-The three functions run as functions-framework servers on 127.0.0.1, started and stopped here;
-the jobs run as child processes. `LocalCloud.stop()` ends every process it started.
+The functions run as functions-framework servers on 127.0.0.1, started and stopped here, and
+started again when one dies (the platform starts a new instance); the jobs run as child processes.
+`LocalCloud.stop()` ends every process it started, and a `kill -9` of the cloud takes them with it
+(`local_cloud.child_processes`).
+
+What the cloud keeps survives a crash: the broker's messages, the jobs' records, the registry, the
+bucket. A new cloud on the same state directory clears what an earlier one left running, resumes
+its unfinished jobs and deploys, delivers every message not yet acknowledged, and notifies the
+objects written while no cloud ran.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -29,6 +37,7 @@ from werkzeug.serving import make_server
 
 from events import sink_filters
 from functions.config import Config
+from local_cloud import child_processes
 from local_cloud.jobs.control_api import ControlApi
 from local_cloud.jobs.runner import JobRunner
 from local_cloud.logging.entries import deploy_model_audit_entry
@@ -51,10 +60,15 @@ log = logging.getLogger(__name__)
 # console; keep warnings and errors only.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FUNCTIONS = ("start_pipeline", "on_preprocess_output", "on_training_complete", "on_release_event")
+FUNCTIONS = ("start_pipeline", "on_preprocess_output", "on_training_complete", "on_release_event",
+             "reconcile_runs")
 # A canary bakes this long locally (the cloud's default is 15 minutes): long enough for a demo's
 # predictions to reach both models, short enough to wait for.
 LOCAL_BAKE_SECONDS = 5
+# The reconcile sweep's schedule and quiet time: every few minutes and ten in the cloud (deploy.sh),
+# seconds here, so that a lost event costs a demo seconds.
+LOCAL_SWEEP_CRON = "* * * * * */5"  # croniter's sixth field: every 5 seconds
+LOCAL_RECONCILE_AFTER_SECONDS = 10
 STATE_FILE = "local-cloud.json"
 # The bucket's Pub/Sub notification reports objects under this prefix to the start topic.
 TRIGGER_PREFIX = "triggers/"
@@ -74,6 +88,8 @@ class LocalCloudSettings:
     function_env: dict[str, str] = field(default_factory=dict)
     scheduler_now: Callable[[], datetime] | None = None  # the scheduler's clock (tests shift it)
     bake_seconds: int = LOCAL_BAKE_SECONDS
+    sweep_cron: str | None = LOCAL_SWEEP_CRON  # None: no reconcile schedule (tests of lost events)
+    reconcile_after_seconds: int = LOCAL_RECONCILE_AFTER_SECONDS
 
 
 LOCK_FILE = "local-cloud.lock"
@@ -111,6 +127,9 @@ class LocalCloud:
         self.buckets_root = self.root / "buckets"
         self.bucket_dir = self.buckets_root / settings.config.bucket
         self.processes: dict[str, subprocess.Popen] = {}
+        self.function_restarts: dict[str, int] = {}
+        self.resumed_jobs: list = []
+        self._stopping = False
         self.ports: dict[str, int] = {}
         self._servers: list = []
         self.started_at: float | None = None
@@ -120,6 +139,8 @@ class LocalCloud:
 
     def start(self, wait_ready: bool = True) -> "LocalCloud":
         self._root_lock = hold_root(self.root)
+        child_processes.sweep_stale(self.root)  # what a cloud killed here before left running
+        self._stopping = False
         began = time.monotonic()
         self.started_at = time.time()
         for sub in ("triggers", "runs", "data", "packages", "tmp"):
@@ -129,13 +150,16 @@ class LocalCloud:
                       **{name: free_port() for name in FUNCTIONS}}
         api_url = f"http://127.0.0.1:{self.ports['api']}"
         self.config = Config(**{**base.__dict__, "platform": "local", "local_root": str(self.buckets_root),
-                                "local_api": api_url, "bake_seconds": self.settings.bake_seconds})
+                                "local_api": api_url, "bake_seconds": self.settings.bake_seconds,
+                                "reconcile_after_seconds": self.settings.reconcile_after_seconds})
         cfg = self.config
 
-        self.broker = Broker(project=cfg.project)
+        # On disk, as Pub/Sub is durable: what was published before a crash is delivered after it.
+        self.broker = Broker(project=cfg.project, store=self.root / "pubsub.sqlite")
         for topic in (cfg.start_topic, cfg.job_events_topic, cfg.dead_letter_topic, cfg.release_topic,
-                      self._storage_topic):
+                      cfg.reconcile_topic, self._storage_topic):
             self.broker.create_topic(topic)
+        self.broker.subscribe_pull(cfg.dead_letter_subscription, cfg.dead_letter_topic)  # as deploy.sh does
         self.broker.subscribe_callback("dead-letter-log", cfg.dead_letter_topic, self._log_dead_letter)
 
         self.router = LogRouter(self.root / "logs" / "entries.jsonl", self._sinks(), self.broker.publish)
@@ -143,7 +167,7 @@ class LocalCloud:
                               extra_env={"PYTHONPATH": self._pythonpath()})
         self.models = ModelService(self.root / "models", cfg.project, cfg.region,
                                    on_operation_done=self._deploy_done,
-                                   resolve_artifact_path=self.jobs.local_path)
+                                   resolve_artifact_path=self.jobs.local_path, cloud_state=self.root)
         self.models.create_endpoint(cfg.endpoint_id, cfg.endpoint_id)  # as deploy.sh does, once
         self.models_server = ModelServiceServer(self.models, "127.0.0.1", 0)
         self.ports["models"] = self.models_server.port
@@ -166,9 +190,14 @@ class LocalCloud:
         if wait_ready:
             self._wait_functions_ready()  # before any delivery: a function not yet up would refuse it
         self.broker.start()
-        self.watcher = BucketWatcher(cfg.bucket, self.bucket_dir, self._on_finalize)
+        self.resumed_jobs = self.jobs.resume()
+        self.watcher = BucketWatcher(cfg.bucket, self.bucket_dir, self._on_finalize,
+                                     watermark=self.root / "storage-watermark")
         self.watcher.start()
-        self.scheduler = Scheduler(self.settings.schedules, self.broker.publish,
+        schedules = list(self.settings.schedules)
+        if self.settings.sweep_cron:  # as deploy.sh's Cloud Scheduler job
+            schedules.append(ScheduleEntry("reconcile", self.settings.sweep_cron, cfg.reconcile_topic, b"{}"))
+        self.scheduler = Scheduler(schedules, self.broker.publish,
                                    **({"now": self.settings.scheduler_now} if self.settings.scheduler_now else {}))
         self.scheduler.start()
         self.ready_s = time.monotonic() - began
@@ -178,6 +207,7 @@ class LocalCloud:
     def stop(self) -> None:
         if getattr(self, "_root_lock", None) is None:
             return  # never started, or refused the directory another cloud holds: nothing of ours runs
+        self._stopping = True  # no function server is started again from here on
         # Jobs end before the broker stops, so their last log lines still have somewhere to go.
         for step in (lambda: self.scheduler.stop(), lambda: self.watcher.stop(), lambda: self.jobs.stop(),
                      lambda: self.tasks_server.close(),
@@ -239,17 +269,41 @@ class LocalCloud:
         return f"http://127.0.0.1:{self.ports[name]}/"
 
     def _start_functions(self) -> None:
+        for name in FUNCTIONS:
+            self._start_function(name)
+            threading.Thread(target=self._supervise, args=(name,), name=f"supervise-{name}", daemon=True).start()
+
+    def _start_function(self, name: str) -> None:
         env = {**os.environ, **self.config.to_env(), **self.settings.function_env,
                "PYTHONPATH": self._pythonpath(), "PYTHONUNBUFFERED": "1"}
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for name in FUNCTIONS:
-            out = open(logs / f"function-{name}.log", "ab")
-            self.processes[name] = subprocess.Popen(
+        with open(logs / f"function-{name}.log", "ab") as out:
+            self.processes[name] = child_processes.popen(
                 [sys.executable, "-m", "functions_framework", "--target", name, "--signature-type",
                  "cloudevent", "--source", str(REPO_ROOT / "functions" / "main.py"),
                  "--host", "127.0.0.1", "--port", str(self.ports[name])],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(REPO_ROOT))
+                state_dir=self.root, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT))
+
+    def _supervise(self, name: str) -> None:
+        """Start a function's server again when it dies, as the platform starts a new instance.
+
+        It comes back on the same port, so its push subscription's URL stays right; deliveries that
+        failed meanwhile are retried by the subscription's backoff. Waiting on the process is no
+        polling: the thread sleeps in waitpid until the server exits.
+        """
+        restarts = 0
+        while True:
+            code = self.processes[name].wait()
+            if self._stopping:
+                return
+            restarts += 1
+            log.warning("function %s exited with status %s; starting it again (restart %d)", name, code, restarts)
+            self.function_restarts[name] = restarts
+            time.sleep(min(10.0, 0.2 * 2 ** min(restarts, 6)))  # a server that dies at start is not spun
+            if self._stopping:
+                return
+            self._start_function(name)
 
     def _wait_functions_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -285,6 +339,10 @@ class LocalCloud:
         self.broker.subscribe_push("eventarc-on-release-event", cfg.release_topic,
                                    self._function_url("on_release_event"),
                                    event_format=PubsubMessagePublished(cfg.release_topic), **retry)
+        # No retry: a failed sweep is made good by the next tick.
+        self.broker.subscribe_push("eventarc-reconcile-runs", cfg.reconcile_topic,
+                                   self._function_url("reconcile_runs"),
+                                   event_format=PubsubMessagePublished(cfg.reconcile_topic))
 
     def _deliver_task(self, http_request: dict) -> int:
         """A Cloud Tasks dispatch: the only target the chain schedules is Pub/Sub's publish."""
@@ -327,8 +385,6 @@ class LocalCloud:
                                      "data": message.data.decode("utf-8", "replace")[:4096]}) + "\n")
 
     def _serve(self, server) -> None:
-        import threading
-
         thread = threading.Thread(target=server.serve_forever, name="local-cloud-http", daemon=True)
         thread.start()
         self._servers.append(server)

@@ -23,7 +23,8 @@ from tests.fakes.google_events import BUCKET
 from tests.fakes.platform import FakeJobs, FakeMetrics, FakeModels, FakeTasks
 
 MAIN = Path(__file__).resolve().parents[2] / "functions" / "main.py"
-ENTRY_POINTS = ("start_pipeline", "on_preprocess_output", "on_training_complete", "on_release_event")
+ENTRY_POINTS = ("start_pipeline", "on_preprocess_output", "on_training_complete", "on_release_event",
+                "reconcile_runs")
 
 
 class ReadRecordingStorage(LocalStorage):

@@ -11,11 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
+from dataclasses import replace
 
 import pytest
 
 from events.ledger import LedgerEvent, RunStatus, fold
-from functions.platform import TrainingJob, TransientError
+from functions import bootstrap
+from functions.platform import Platform, TrainingJob, TransientError
 from tests.fakes.google_events import (
     BUCKET, GENERATION, LATER, PROJECT, WHEN, dataflow_job_message, deliver, google_event, job_events_message,
     log_entry_message, message_published, object_finalized, run_request_message, trigger_notification,
@@ -404,7 +407,9 @@ def test_a_message_that_is_not_a_log_entry_is_acknowledged_and_ignored(clients, 
 ], ids=["workflow-failed", "flex-template-launch-failed"])
 def test_a_failed_dataflow_job_fails_its_run(clients, cloud, line, reason):
     run_id = start_a_run(clients, cloud)
-    entry = dataflow_job_message("2026-11-27_05_01_03-4369315246414288431", run_id, line)
+    (job_id,) = cloud.jobs.dataflow
+    cloud.jobs.end_preprocess(job_id, "JOB_STATE_FAILED")  # what the job API says: the line is only a doorbell
+    entry = dataflow_job_message(job_id, run_id, line)
 
     response = deliver(clients["on_training_complete"], log_entry_message(entry))
 
@@ -412,6 +417,21 @@ def test_a_failed_dataflow_job_fails_its_run(clients, cloud, line, reason):
     status = run_status(cloud, run_id)
     assert status.state == "failed" and reason in status.reason
     assert cloud.jobs.training_calls == []
+
+
+def test_a_forged_dataflow_failure_for_a_run_whose_job_succeeded_changes_nothing(clients, cloud, caplog):
+    run_id = start_a_run(clients, cloud)
+    (job_id,) = cloud.jobs.dataflow
+    cloud.jobs.end_preprocess(job_id, "JOB_STATE_DONE")
+    entry = dataflow_job_message(job_id, run_id, "Workflow failed. Causes: forged")
+
+    with caplog.at_level(logging.INFO, logger="mlrelay.functions"):
+        response = deliver(clients["on_training_complete"], log_entry_message(entry))
+
+    assert response.status_code == 200
+    assert run_status(cloud, run_id).state == "preprocessing"
+    line = json.loads(caplog.records[-1].getMessage())
+    assert line["action"] == "ignored" and "the job API says JOB_STATE_DONE" in line["detail"]
 
 
 # --- on_release_event ----------------------------------------------------------------------------
@@ -483,3 +503,29 @@ def test_a_rollback_request_through_the_entry_point_deploys_the_earlier_version(
     (line,) = reports(caplog, "on_release_event")
     # a canary is baking: the endpoint holds two models, a rollback would be a third
     assert line["action"] == "rejected" and "a canary is baking" in line["detail"]
+
+
+# --- reconcile_runs ------------------------------------------------------------------------------
+
+RECONCILE_SOURCE = f"//pubsub.googleapis.com/projects/{PROJECT}/topics/mlrelay-reconcile"
+
+
+def test_a_sweep_tick_drives_on_a_run_whose_manifest_event_was_lost(clients, cloud, caplog):
+    run_id = start_a_run(clients, cloud)
+    cloud.storage.write(f"runs/{run_id}/preprocess/_MANIFEST.json", json.dumps(manifest(run_id)).encode())
+    (job_id,) = cloud.jobs.dataflow
+    cloud.jobs.end_preprocess(job_id, "JOB_STATE_DONE")  # and the manifest's finalize event is lost
+    quick = replace(cloud.config, reconcile_after_seconds=1)
+    platform = Platform(cloud.storage, cloud.jobs, cloud.models, cloud.tasks, cloud.metrics)
+    time.sleep(1.1)  # the run is quiet for longer than the sweep's quiet time
+    with bootstrap.override(quick, platform):
+        tick = message_published(RECONCILE_SOURCE, b"{}", message_id="7001")
+        assert deliver(clients["reconcile_runs"], tick).status_code == 200
+        assert deliver(clients["reconcile_runs"], message_published(RECONCILE_SOURCE, b"{}", message_id="7002")
+                       ).status_code == 200
+
+    assert run_status(cloud, run_id).state == "training"
+    assert len(cloud.jobs.training_calls) == 1  # two ticks, one launch
+    first, second = reports(caplog, "reconcile_runs")
+    assert first["action"] == "recorded" and first["runs"] == {run_id: "launched"}
+    assert second["action"] == "ignored" and second["runs"] == {}
