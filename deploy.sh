@@ -17,9 +17,18 @@
 #   whose scheduled task ends each canary's bake
 #   TRAINING_IMAGE [built from deploy/training_image into ARTIFACT_REPO]
 #   SERVING_IMAGE [built from deploy/serving_image into ARTIFACT_REPO]
+#   DEBOUNCE_SECONDS, MAX_ACTIVE_RUNS, MAX_QUEUED_RUNS, DAILY_RUN_BUDGET [functions/config.py's
+#   defaults]: the same request from the same origin within DEBOUNCE_SECONDS is refused (0: off);
+#   at most MAX_ACTIVE_RUNS runs at once and MAX_QUEUED_RUNS more waiting; at most DAILY_RUN_BUDGET
+#   runs admitted in any 24 h (0: no budget)
+#   RECONCILE_TOPIC, RECONCILE_AFTER_SECONDS [functions/config.py's defaults]: the reconcile sweep's
+#   topic, and how long an unfinished run may write nothing before the sweep asks the APIs about it
 #   SCHEDULE [0 3 * * 1]           SCHEDULE_TZ [Etc/UTC]          SCHEDULE_REQUEST [{"source":"bigquery"}]
-#   START_FUNCTION, PREPROCESS_FUNCTION, TRAINING_FUNCTION, RELEASE_FUNCTION [mlrelay-start-pipeline, ...]
+#   SWEEP_SCHEDULE [*/5 * * * *] (Etc/UTC)                         SWEEP_JOB [mlrelay-reconcile]
+#   START_FUNCTION, PREPROCESS_FUNCTION, TRAINING_FUNCTION, RELEASE_FUNCTION, RECONCILE_FUNCTION
+#   [mlrelay-start-pipeline, mlrelay-on-preprocess-output, ..., mlrelay-reconcile-runs]
 #   FUNCTION_MAX_INSTANCES [5]     MAX_DELIVERY_ATTEMPTS [10]     SCHEDULER_JOB [mlrelay-retrain]
+#   DEAD_LETTER_SUBSCRIPTION [$DEAD_LETTER_TOPIC-hold]: holds dead letters 7 days (mlrelay dead-letters)
 #   SINK_NAME [mlrelay-job-events] ARTIFACT_REPO [mlrelay]        KEEP_BUCKET [0] (teardown keeps data)
 #   FUNCTIONS_SA_NAME, DATAFLOW_SA_NAME, TRAINING_SA_NAME, TRIGGER_SA_NAME, BUILD_SA_NAME [mlrelay-...]
 #   TASKS_SA_NAME [mlrelay-release-publisher]: the account a bake's task publishes to RELEASE_TOPIC as
@@ -74,6 +83,7 @@ load_settings() {
   PREPROCESS_FUNCTION=${PREPROCESS_FUNCTION:-mlrelay-on-preprocess-output}
   TRAINING_FUNCTION=${TRAINING_FUNCTION:-mlrelay-on-training-complete}
   RELEASE_FUNCTION=${RELEASE_FUNCTION:-mlrelay-on-release-event}
+  RECONCILE_FUNCTION=${RECONCILE_FUNCTION:-mlrelay-reconcile-runs}
   FUNCTIONS_SA_NAME=${FUNCTIONS_SA_NAME:-mlrelay-functions}
   DATAFLOW_SA_NAME=${DATAFLOW_SA_NAME:-mlrelay-dataflow}
   TRAINING_SA_NAME=${TRAINING_SA_NAME:-mlrelay-training}
@@ -88,6 +98,8 @@ load_settings() {
   SCHEDULE_TZ=${SCHEDULE_TZ:-Etc/UTC}
   local default_request='{"source":"bigquery"}'
   SCHEDULE_REQUEST=${SCHEDULE_REQUEST:-$default_request}
+  SWEEP_JOB=${SWEEP_JOB:-mlrelay-reconcile}
+  SWEEP_SCHEDULE=${SWEEP_SCHEDULE:-*/5 * * * *}
   FUNCTION_MAX_INSTANCES=${FUNCTION_MAX_INSTANCES:-5}
   MAX_DELIVERY_ATTEMPTS=${MAX_DELIVERY_ATTEMPTS:-10}
   DEPLOY_ATTEMPTS=${DEPLOY_ATTEMPTS:-3}
@@ -100,11 +112,14 @@ load_settings() {
 
   local settings=() name
   for name in PROJECT_ID REGION BUCKET START_TOPIC JOB_EVENTS_TOPIC DEAD_LETTER_TOPIC RELEASE_TOPIC \
-      DEAD_LETTER_SUBSCRIPTION START_FUNCTION PREPROCESS_FUNCTION TRAINING_FUNCTION RELEASE_FUNCTION \
+      RECONCILE_TOPIC DEAD_LETTER_SUBSCRIPTION START_FUNCTION PREPROCESS_FUNCTION TRAINING_FUNCTION \
+      RELEASE_FUNCTION RECONCILE_FUNCTION \
       FUNCTIONS_SA_NAME DATAFLOW_SA_NAME TRAINING_SA_NAME TRIGGER_SA_NAME BUILD_SA_NAME TASKS_SA_NAME \
       BQ_TEMP_ROLE ARTIFACT_REPO SINK_NAME SCHEDULER_JOB SCHEDULE SCHEDULE_TZ SCHEDULE_REQUEST \
+      SWEEP_JOB SWEEP_SCHEDULE \
       MODEL_NAME ENDPOINT_ID CANARY_PERCENT BAKE_SECONDS GATE_MIN_IMPROVEMENT GATE_TOLERANCE \
       GATE_SLICE_TOLERANCE TASKS_QUEUE TRAINING_IMAGE SERVING_IMAGE SERVING_MACHINE_TYPE MAX_WORKERS \
+      RECONCILE_AFTER_SECONDS DEBOUNCE_SECONDS MAX_ACTIVE_RUNS MAX_QUEUED_RUNS DAILY_RUN_BUDGET \
       FUNCTION_MAX_INSTANCES MAX_DELIVERY_ATTEMPTS; do
     settings+=("$name=${!name}")
   done
@@ -146,10 +161,11 @@ create_bucket() {
 create_topics() {
   say "Topics"
   local topic
-  for topic in "$START_TOPIC" "$JOB_EVENTS_TOPIC" "$DEAD_LETTER_TOPIC" "$RELEASE_TOPIC"; do
+  for topic in "$START_TOPIC" "$JOB_EVENTS_TOPIC" "$DEAD_LETTER_TOPIC" "$RELEASE_TOPIC" "$RECONCILE_TOPIC"; do
     gc_lookup pubsub topics describe "$topic" || gc pubsub topics create "$topic"
   done
-  # A topic keeps nothing by itself: dead letters are held here for a week, for inspection.
+  # A topic keeps nothing by itself: dead letters are held here for a week, for inspection and
+  # replay (`mlrelay dead-letters list` and `replay` pull from this subscription).
   if ! gc_lookup pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION"; then
     gc pubsub subscriptions create "$DEAD_LETTER_SUBSCRIPTION" --topic="$DEAD_LETTER_TOPIC" \
       --message-retention-duration=7d --expiration-period=never
@@ -190,6 +206,8 @@ grant_roles() {
   # what a release changes on the endpoint and the registry: aiplatform.endpoints.undeploy (and
   # .deploy, for a rollback) and aiplatform.models.update, which mergeVersionAliases requires
   # (https://cloud.google.com/iam/docs/roles-permissions/aiplatform).
+  # The reconcile sweep asks the same APIs about quiet runs: dataflow.developer holds
+  # dataflow.jobs.get, aiplatform.user customJobs.get and the operations' get.
   grant_bucket "serviceAccount:$FUNCTIONS_SA" roles/storage.objectAdmin
   grant_project "serviceAccount:$FUNCTIONS_SA" roles/dataflow.developer
   grant_project "serviceAccount:$FUNCTIONS_SA" roles/aiplatform.user
@@ -337,25 +355,34 @@ create_sink() {
   grant_topic "$JOB_EVENTS_TOPIC" "$SINK_WRITER" roles/pubsub.publisher
 }
 
-# deploy_function NAME ENTRY_POINT TIMEOUT TRIGGER_FLAG...
+# deploy_function NAME ENTRY_POINT TIMEOUT DELIVERY TRIGGER_FLAG...
 #
-# Every function is deployed with --retry: each is idempotent (create-only launch markers,
-# deterministic job names, a look-up of jobs by run label), so a redelivered event repeats no work,
-# and a transient fault (the function raises) gets another delivery instead of losing the run.
-# Bad events are acknowledged by the functions, so a retry never loops on them; what fails
-# MAX_DELIVERY_ATTEMPTS times goes to the dead-letter topic.
+# DELIVERY is `retried` or `once`. A retried function is deployed with --retry: each is idempotent
+# (create-only launch markers, deterministic job names, a look-up of jobs by run label), so a
+# redelivered event repeats no work, and a transient fault (the function raises) gets another
+# delivery instead of losing the run. Bad events are acknowledged by the functions, so a retry never
+# loops on them; what fails MAX_DELIVERY_ATTEMPTS times goes to the dead-letter topic. A function
+# run `once` gets neither: without --retry a failed event is dropped (gen2's default), so there is
+# nothing to dead-letter.
 # Memory: 512Mi holds the Google Cloud clients the functions import, with room to spare.
 # Instances: none while idle; at most FUNCTION_MAX_INSTANCES, which bounds the cost of a burst.
 deploy_function() {
-  local name=$1 entry_point=$2 timeout=$3 trigger subscription
-  shift 3
+  local name=$1 entry_point=$2 timeout=$3 delivery=$4 trigger subscription
+  shift 4
+  local retry_flag=""
+  case $delivery in
+    retried) retry_flag=--retry ;;
+    once) ;;
+    *) die "deploy_function $name: delivery must be 'retried' or 'once', not '$delivery'" ;;
+  esac
   retry gc functions deploy "$name" --gen2 --runtime=python311 --region="$REGION" \
     --source="$WORK/functions-source" --entry-point="$entry_point" --no-allow-unauthenticated \
-    --service-account="$FUNCTIONS_SA" --trigger-service-account="$TRIGGER_SA" --retry \
+    --service-account="$FUNCTIONS_SA" --trigger-service-account="$TRIGGER_SA" ${retry_flag:+"$retry_flag"} \
     --build-service-account="$BUILD_SA_RESOURCE" --docker-repository="$DOCKER_REPOSITORY" \
     --timeout="$timeout" --memory=512Mi --min-instances=0 --max-instances="$FUNCTION_MAX_INSTANCES" \
     --set-env-vars="$FUNCTION_ENV" "$@"
   gc functions add-invoker-policy-binding "$name" --region="$REGION" --member="serviceAccount:$TRIGGER_SA"
+  [[ $delivery == retried ]] || return 0
   # The dead-letter policy goes on the Pub/Sub subscription Eventarc made for the trigger.
   gc_query trigger "projects/$PROJECT_ID/locations/$REGION/triggers/TRIGGER_OF_$name" \
     functions describe "$name" --v2 --region="$REGION" --format='value(eventTrigger.trigger)'
@@ -376,31 +403,52 @@ deploy_functions() {
     "CANARY_PERCENT=$CANARY_PERCENT" "BAKE_SECONDS=$BAKE_SECONDS" "GATE_MIN_IMPROVEMENT=$GATE_MIN_IMPROVEMENT" \
     "GATE_TOLERANCE=$GATE_TOLERANCE" "GATE_SLICE_TOLERANCE=$GATE_SLICE_TOLERANCE" \
     "TASKS_QUEUE=$TASKS_QUEUE" "TASKS_SA=$TASKS_SA" \
+    "RECONCILE_TOPIC=$RECONCILE_TOPIC" "RECONCILE_AFTER_SECONDS=$RECONCILE_AFTER_SECONDS" \
+    "DEBOUNCE_SECONDS=$DEBOUNCE_SECONDS" "MAX_ACTIVE_RUNS=$MAX_ACTIVE_RUNS" \
+    "MAX_QUEUED_RUNS=$MAX_QUEUED_RUNS" "DAILY_RUN_BUDGET=$DAILY_RUN_BUDGET" \
     "DATAFLOW_SA=$DATAFLOW_SA" "TRAINING_SA=$TRAINING_SA" "TRAINING_IMAGE=$TRAINING_IMAGE" \
     "SERVING_IMAGE=$SERVING_IMAGE" "SERVING_MACHINE_TYPE=$SERVING_MACHINE_TYPE" \
     "FLEX_TEMPLATE=$FLEX_TEMPLATE" "MAX_WORKERS=$MAX_WORKERS")
   # Validating a request, recording the run and one Flex Template launch call: 2 minutes is ample.
-  deploy_function "$START_FUNCTION" start_pipeline 120s --trigger-topic="$START_TOPIC"
+  deploy_function "$START_FUNCTION" start_pipeline 120s retried --trigger-topic="$START_TOPIC"
   # Every object finalized in the bucket arrives here; all but a run's manifest return at once,
   # and a manifest costs one CustomJob create call.
-  deploy_function "$PREPROCESS_FUNCTION" on_preprocess_output 120s \
+  deploy_function "$PREPROCESS_FUNCTION" on_preprocess_output 120s retried \
     --trigger-event-filters="type=google.cloud.storage.object.v1.finalized" \
     --trigger-event-filters="bucket=$BUCKET" --trigger-location="$REGION"
   # Confirming the job, registering the model version (an upload that can take a minute) and
   # starting the deploy, which it never waits for: 5 minutes, well inside the 9-minute limit.
-  deploy_function "$TRAINING_FUNCTION" on_training_complete 300s --trigger-topic="$JOB_EVENTS_TOPIC"
+  deploy_function "$TRAINING_FUNCTION" on_training_complete 300s retried --trigger-topic="$JOB_EVENTS_TOPIC"
   # A bake's end, published by its task: a few Monitoring reads, then the promotion or rollback
   # (undeployModel, mergeVersionAliases: calls started, never waited for). 5 minutes, as above.
-  deploy_function "$RELEASE_FUNCTION" on_release_event 300s --trigger-topic="$RELEASE_TOPIC"
+  deploy_function "$RELEASE_FUNCTION" on_release_event 300s retried --trigger-topic="$RELEASE_TOPIC"
+  # The reconcile sweep, on each SWEEP_SCHEDULE tick: it reads the ledgers of the unfinished runs and,
+  # for each run quiet for RECONCILE_AFTER_SECONDS, asks the job or operation API about it and may
+  # drive it on (a model upload, a launch): 5 minutes, as above. Run once, neither retried nor
+  # dead-lettered: a tick carries nothing, so a failed sweep is made good by the next one (every
+  # few minutes, idempotent as the events it stands in for), while its retries would overlap the
+  # next ticks and its dead letters would crowd the queue `mlrelay dead-letters replay` serves.
+  deploy_function "$RECONCILE_FUNCTION" reconcile_runs 300s once --trigger-topic="$RECONCILE_TOPIC"
+}
+
+# schedule_job NAME SCHEDULE TIME_ZONE TOPIC BODY: a Cloud Scheduler job publishing BODY to TOPIC,
+# created, or updated in place when it exists. No grant is needed on the topic: whoever may create
+# a job "can create jobs that publish to any Pub/Sub topics within the project"
+# (https://cloud.google.com/scheduler/docs/access-control).
+schedule_job() {
+  local name=$1 schedule=$2 time_zone=$3 topic=$4 body=$5 verb=create
+  gc_lookup scheduler jobs describe "$name" --location="$REGION" && verb=update
+  gc scheduler jobs "$verb" pubsub "$name" --location="$REGION" --schedule="$schedule" \
+    --time-zone="$time_zone" --topic="projects/$PROJECT_ID/topics/$topic" --message-body="$body"
 }
 
 create_schedule() {
   say "Schedule $SCHEDULER_JOB: '$SCHEDULE' ($SCHEDULE_TZ)"
-  local verb=create
-  gc_lookup scheduler jobs describe "$SCHEDULER_JOB" --location="$REGION" && verb=update
-  gc scheduler jobs "$verb" pubsub "$SCHEDULER_JOB" --location="$REGION" --schedule="$SCHEDULE" \
-    --time-zone="$SCHEDULE_TZ" --topic="projects/$PROJECT_ID/topics/$START_TOPIC" \
-    --message-body="$SCHEDULE_REQUEST"
+  schedule_job "$SCHEDULER_JOB" "$SCHEDULE" "$SCHEDULE_TZ" "$START_TOPIC" "$SCHEDULE_REQUEST"
+  # The sweep's tick: any message is one, but a Pub/Sub message needs data (or an attribute), hence
+  # {}. A schedule in minutes means the same in every time zone, so it has none of its own.
+  say "Reconcile sweep $SWEEP_JOB: '$SWEEP_SCHEDULE' (Etc/UTC)"
+  schedule_job "$SWEEP_JOB" "$SWEEP_SCHEDULE" Etc/UTC "$RECONCILE_TOPIC" '{}'
 }
 
 print_next_steps() {
@@ -421,6 +469,10 @@ $heading
 Watch it:
   mlrelay status --bucket gs://$BUCKET
   gcloud tasks list --queue=$TASKS_QUEUE --location=$REGION --project=$PROJECT_ID   (bakes still running)
+  mlrelay dead-letters list --project $PROJECT_ID   (events that failed every delivery, from $DEAD_LETTER_SUBSCRIPTION)
+The reconcile sweep $SWEEP_JOB ('$SWEEP_SCHEDULE', UTC) drives on any run quiet for ${RECONCILE_AFTER_SECONDS}s whose
+event was lost; run it now with:
+  gcloud scheduler jobs run $SWEEP_JOB --location=$REGION --project=$PROJECT_ID
 EOF
 }
 

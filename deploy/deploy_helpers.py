@@ -68,18 +68,20 @@ _PATTERNS: dict[str, tuple[str, str]] = {
     "ARTIFACT_REPO": (r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", "lowercase letters, digits and '-'"),
     "SINK_NAME": (r"^[A-Za-z0-9_.-]{1,100}$", "up to 100 letters, digits, '_', '-' or '.'"),
     "SCHEDULER_JOB": (r"^[A-Za-z0-9_-]{1,500}$", "letters, digits, '_' or '-'"),
+    "SWEEP_JOB": (r"^[A-Za-z0-9_-]{1,500}$", "letters, digits, '_' or '-'"),
     "ENDPOINT_ID": (r"^([a-z]([a-z0-9-]{0,61}[a-z0-9])?|[1-9][0-9]{0,8})$",
                     "a Vertex AI endpoint id: lowercase letters, digits and '-' starting with a "
                     "letter, or a number of up to 9 digits"),
     "BQ_TEMP_ROLE": (r"^[A-Za-z0-9_.]{3,64}$", "3-64 letters, digits, '_' or '.' (a custom role id)"),
     "TASKS_QUEUE": (r"^[A-Za-z0-9-]{1,100}$", "a Cloud Tasks queue id: 1-100 letters, digits or '-'"),
 }
-_TOPICS = ("START_TOPIC", "JOB_EVENTS_TOPIC", "DEAD_LETTER_TOPIC", "RELEASE_TOPIC", "DEAD_LETTER_SUBSCRIPTION")
+_TOPICS = ("START_TOPIC", "JOB_EVENTS_TOPIC", "DEAD_LETTER_TOPIC", "RELEASE_TOPIC", "RECONCILE_TOPIC",
+           "DEAD_LETTER_SUBSCRIPTION")
 _TOPIC_PATTERN = r"^(?!goog)[A-Za-z][A-Za-z0-9._~%+-]{2,254}$"
 _ACCOUNTS = ("FUNCTIONS_SA_NAME", "DATAFLOW_SA_NAME", "TRAINING_SA_NAME", "TRIGGER_SA_NAME", "BUILD_SA_NAME",
              "TASKS_SA_NAME")
 _ACCOUNT_PATTERN = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
-_FUNCTIONS = ("START_FUNCTION", "PREPROCESS_FUNCTION", "TRAINING_FUNCTION", "RELEASE_FUNCTION")
+_FUNCTIONS = ("START_FUNCTION", "PREPROCESS_FUNCTION", "TRAINING_FUNCTION", "RELEASE_FUNCTION", "RECONCILE_FUNCTION")
 _FUNCTION_PATTERN = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 # name: (lowest, highest)
 _INTEGERS: dict[str, tuple[int, int]] = {
@@ -96,6 +98,15 @@ _RELEASE: dict[str, tuple[str, type]] = {
     "GATE_MIN_IMPROVEMENT": ("gate_min_improvement", float),
     "GATE_TOLERANCE": ("gate_tolerance", float),
     "GATE_SLICE_TOLERANCE": ("gate_slice_tolerance", float),
+}
+# The functions' whole-number guards: setting -> functions.config.Config field. Their least values
+# are Config's own (Config.from_env refuses what the functions would refuse), checked by reading one.
+_GUARDS: dict[str, str] = {
+    "RECONCILE_AFTER_SECONDS": "reconcile_after_seconds",
+    "DEBOUNCE_SECONDS": "debounce_seconds",
+    "MAX_ACTIVE_RUNS": "max_active_runs",
+    "MAX_QUEUED_RUNS": "max_queued_runs",
+    "DAILY_RUN_BUDGET": "daily_run_budget",
 }
 
 
@@ -132,6 +143,7 @@ def settings_errors(settings: Mapping[str, str]) -> list[str]:
 
         check("MODEL_NAME", MODEL_NAME_PATTERN, "1-63 lowercase letters, digits and '-', starting with a letter")
     errors.extend(_release_errors(settings))
+    errors.extend(_guard_errors(settings))
     errors.extend(_schedule_errors(settings))
     return errors
 
@@ -158,14 +170,34 @@ def _release_errors(settings: Mapping[str, str]) -> list[str]:
     return errors
 
 
+def _guard_errors(settings: Mapping[str, str]) -> list[str]:
+    """Each guard checked alone the way the deployed functions read it (functions.config)."""
+    from functions.config import ENV_NAMES, Config, ConfigError
+
+    errors = []
+    for name, field in _GUARDS.items():
+        if name not in settings:
+            continue
+        value = settings[name]
+        if not re.fullmatch(r"[0-9]+", value):
+            errors.append(f"{name}={value!r} is not valid: it must be a whole number")
+            continue
+        try:
+            Config.from_env({"MLRELAY_PLATFORM": "gcp", f"MLRELAY_{ENV_NAMES[field]}": value})
+        except ConfigError as exc:
+            errors.append(f"{name}={value!r} is not valid: {exc}")
+    return errors
+
+
 def _schedule_errors(settings: Mapping[str, str]) -> list[str]:
     errors = []
-    if "SCHEDULE" in settings:
-        from croniter import croniter
+    for name, example in (("SCHEDULE", "0 3 * * 1"), ("SWEEP_SCHEDULE", "*/5 * * * *")):
+        if name in settings:
+            from croniter import croniter
 
-        schedule = settings["SCHEDULE"]
-        if len(schedule.split()) != 5 or not croniter.is_valid(schedule):
-            errors.append(f"SCHEDULE={schedule!r} is not a cron schedule of 5 fields (e.g. '0 3 * * 1')")
+            schedule = settings[name]
+            if len(schedule.split()) != 5 or not croniter.is_valid(schedule):
+                errors.append(f"{name}={schedule!r} is not a cron schedule of 5 fields (e.g. '{example}')")
     if "SCHEDULE_TZ" in settings:
         try:
             zoneinfo.ZoneInfo(settings["SCHEDULE_TZ"])
@@ -195,9 +227,11 @@ def config_defaults() -> dict[str, str]:
         "JOB_EVENTS_TOPIC": defaults["job_events_topic"],
         "DEAD_LETTER_TOPIC": defaults["dead_letter_topic"],
         "RELEASE_TOPIC": defaults["release_topic"],
+        "RECONCILE_TOPIC": defaults["reconcile_topic"],
         "MODEL_NAME": defaults["model_name"],
         "ENDPOINT_ID": defaults["endpoint_id"],
         **{name: str(defaults[field]) for name, (field, _) in _RELEASE.items()},
+        **{name: str(defaults[field]) for name, field in _GUARDS.items()},
         "TASKS_QUEUE": defaults["tasks_queue"],
         "SERVING_MACHINE_TYPE": defaults["serving_machine_type"],
         "MAX_WORKERS": str(defaults["max_workers"]),
@@ -222,9 +256,11 @@ def function_env(settings: Mapping[str, str]) -> dict[str, str]:
         "job_events_topic": settings["JOB_EVENTS_TOPIC"],
         "dead_letter_topic": settings["DEAD_LETTER_TOPIC"],
         "release_topic": settings["RELEASE_TOPIC"],
+        "reconcile_topic": settings["RECONCILE_TOPIC"],
         "model_name": settings["MODEL_NAME"],
         "endpoint_id": settings["ENDPOINT_ID"],
         **{field: kind(settings[name]) for name, (field, kind) in _RELEASE.items()},
+        **{field: int(settings[name]) for name, field in _GUARDS.items()},
         "tasks_queue": settings["TASKS_QUEUE"],
         "tasks_service_account": settings["TASKS_SA"],
         "default_source": "bigquery",
@@ -256,7 +292,7 @@ def env_vars_flag(env: Mapping[str, str]) -> str:
 def stage_functions(dest: Path, repo_root: Path = REPO_ROOT) -> Path:
     """Lay out the functions' source as Cloud Functions builds it: main.py at the root.
 
-    main.py re-exports the four entry points of functions.main; functions/ and events/ are copied
+    main.py re-exports the entry points of functions.main; functions/ and events/ are copied
     as they are; functions/requirements.txt becomes the root requirements.txt the build installs.
     """
     requirements = repo_root / "functions" / "requirements.txt"

@@ -31,13 +31,16 @@ revoke_project() {
 }
 
 teardown_functions() {
-  say "Schedule and functions"
-  if gc_lookup scheduler jobs describe "$SCHEDULER_JOB" --location="$REGION"; then
-    gc scheduler jobs delete "$SCHEDULER_JOB" --location="$REGION"
-  fi
-  local name
+  say "Schedules and functions"
+  local job name
+  for job in "$SCHEDULER_JOB" "$SWEEP_JOB"; do
+    if gc_lookup scheduler jobs describe "$job" --location="$REGION"; then
+      gc scheduler jobs delete "$job" --location="$REGION"
+    fi
+  done
   # Deleting a function deletes its Eventarc trigger and the trigger's subscription.
-  for name in "$START_FUNCTION" "$PREPROCESS_FUNCTION" "$TRAINING_FUNCTION" "$RELEASE_FUNCTION"; do
+  for name in "$START_FUNCTION" "$PREPROCESS_FUNCTION" "$TRAINING_FUNCTION" "$RELEASE_FUNCTION" \
+      "$RECONCILE_FUNCTION"; do
     if gc_lookup functions describe "$name" --v2 --region="$REGION"; then
       gc functions delete "$name" --gen2 --region="$REGION"
     fi
@@ -66,7 +69,7 @@ teardown_events() {
     gc pubsub subscriptions delete "$DEAD_LETTER_SUBSCRIPTION"
   fi
   local topic
-  for topic in "$START_TOPIC" "$JOB_EVENTS_TOPIC" "$DEAD_LETTER_TOPIC" "$RELEASE_TOPIC"; do
+  for topic in "$START_TOPIC" "$JOB_EVENTS_TOPIC" "$DEAD_LETTER_TOPIC" "$RELEASE_TOPIC" "$RECONCILE_TOPIC"; do
     if gc_lookup pubsub topics describe "$topic"; then
       gc pubsub topics delete "$topic"
     fi

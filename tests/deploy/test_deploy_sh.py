@@ -3,8 +3,9 @@
 A copy of the repository is deployed to a fake project; the recorded calls and the fake's state say
 what a real project would hold: the APIs, the bucket, topics and trigger-file notification, the
 service accounts and every IAM binding (exactly those, nothing broader), the sink with the code's
-filter, the four functions with their triggers and dead letters, the release queue whose tasks end
-the canaries' bakes, the Flex Template, the images, the endpoint and the schedule. A second run
+filter, the four functions of a run's events with their triggers and dead letters, the reconcile
+sweep (run once per tick, on a schedule of its own), the release queue whose tasks end the canaries'
+bakes, the Flex Template, the images, the endpoint and the two schedules. A second run
 must create nothing; a dry run must need no gcloud and change nothing; a teardown must leave
 nothing behind. The Python the script relies on
 (deploy/deploy_helpers.py, the Flex Template's entry point) is tested directly at the end.
@@ -52,7 +53,14 @@ FUNCTIONS = {  # name: (entry point, trigger)
     "mlrelay-on-preprocess-output": ("on_preprocess_output", "storage"),
     "mlrelay-on-training-complete": ("on_training_complete", "job-events"),
     "mlrelay-on-release-event": ("on_release_event", "release"),
+    "mlrelay-reconcile-runs": ("reconcile_runs", "reconcile"),
 }
+# Run once per event, neither retried nor dead-lettered: a failed sweep is made good by the next tick.
+ONCE = {"mlrelay-reconcile-runs"}
+SWEEP = "mlrelay-reconcile-runs"
+# The settings deploy.sh passes to every function beyond the names of what it provisioned.
+GUARDS = ("MLRELAY_RECONCILE_AFTER_SECONDS", "MLRELAY_DEBOUNCE_SECONDS", "MLRELAY_MAX_ACTIVE_RUNS",
+          "MLRELAY_MAX_QUEUED_RUNS", "MLRELAY_DAILY_RUN_BUDGET")
 QUEUE = f"{REGION}/mlrelay-release"  # the fake's key of a queue: location/id
 
 _loader = importlib.machinery.SourceFileLoader("fake_gcloud", str(FAKE_CLI / "gcloud"))
@@ -207,7 +215,7 @@ def test_bucket_has_uniform_access_in_the_region_and_expires_temp_files(first):
 
 def test_topics_and_a_subscription_that_keeps_dead_letters(first):
     assert set(first.resources("topic")) == {"mlrelay-start", "mlrelay-job-events", "mlrelay-dead-letter",
-                                             "mlrelay-release"}
+                                             "mlrelay-release", "mlrelay-reconcile"}
     hold = first.resources("subscription")["mlrelay-dead-letter-hold"]
     assert hold["topic"].endswith("/topics/mlrelay-dead-letter") and hold["messageRetentionDuration"] == "7d"
 
@@ -256,8 +264,9 @@ def test_service_accounts_and_exactly_the_bindings_each_needs(first):
     }
     for function in FUNCTIONS:
         expected.add((f"function:{function}", sa + TRIGGER_SA, "roles/run.invoker"))
-        expected.add((f"subscription:{_trigger_subscription(first, function)}", sa + PUBSUB_AGENT,
-                      "roles/pubsub.subscriber"))
+        if function not in ONCE:  # Pub/Sub acknowledges what it dead-letters as the subscriber
+            expected.add((f"subscription:{_trigger_subscription(first, function)}", sa + PUBSUB_AGENT,
+                          "roles/pubsub.subscriber"))
     assert first.bindings() == expected
     broad = {"roles/owner", "roles/editor", "roles/viewer", "roles/storage.admin", "roles/bigquery.admin",
              "roles/pubsub.admin", "roles/iam.serviceAccountAdmin", "roles/dataflow.admin", "roles/aiplatform.admin",
@@ -277,13 +286,13 @@ def test_sink_forwards_exactly_the_filter_of_the_code_to_the_job_events_topic(fi
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
-def test_each_function_is_deployed_gen2_private_retried_with_its_trigger(first, name):
+def test_each_function_is_deployed_gen2_private_with_its_trigger_and_delivery(first, name):
     entry_point, trigger = FUNCTIONS[name]
     (call,) = [c for c in first.named("functions", "deploy") if c.positional() == name]
     assert call.flag("gen2") is True and call.flag("runtime") == "python311"
     assert call.flag("region") == REGION and call.flag("entry-point") == entry_point
     assert call.flag("no-allow-unauthenticated") is True and call.flag("allow-unauthenticated") is None
-    assert call.flag("retry") is True
+    assert call.flag("retry") is (None if name in ONCE else True)
     assert call.flag("service-account") == FUNCTIONS_SA and call.flag("trigger-service-account") == TRIGGER_SA
     # built as the build account into the project's own repository, never as the Compute default account
     assert call.flag("build-service-account") == BUILD_SA_RESOURCE
@@ -296,13 +305,17 @@ def test_each_function_is_deployed_gen2_private_retried_with_its_trigger(first, 
         assert call.flag("trigger-topic") is None and call.flag("trigger-location") == REGION
     else:
         assert filters == [] and call.flag("trigger-topic") == f"mlrelay-{trigger}"
-    policy = first.resources("subscription")[_trigger_subscription(first, name)]["deadLetterPolicy"]
-    assert policy == {"deadLetterTopic": f"projects/{PROJECT}/topics/mlrelay-dead-letter", "maxDeliveryAttempts": 10}
+    subscription = first.resources("subscription")[_trigger_subscription(first, name)]
+    if name in ONCE:
+        assert "deadLetterPolicy" not in subscription
+        return
+    assert subscription["deadLetterPolicy"] == {"deadLetterTopic": f"projects/{PROJECT}/topics/mlrelay-dead-letter",
+                                                "maxDeliveryAttempts": 10}
 
 
 def test_functions_get_a_gcp_configuration_naming_what_was_provisioned(first):
     envs = [_function_env(call) for call in first.named("functions", "deploy")]
-    assert len(envs) == 4 and all(env == envs[0] for env in envs)
+    assert len(envs) == len(FUNCTIONS) and all(env == envs[0] for env in envs)
     env = envs[0]
     assert env["MLRELAY_PLATFORM"] == "gcp" and env["MLRELAY_BUCKET"] == BUCKET
     config = Config.from_env(env)
@@ -315,6 +328,13 @@ def test_functions_get_a_gcp_configuration_naming_what_was_provisioned(first):
     assert config.tasks_service_account == TASKS_SA
     assert config.release_policy() == Config().release_policy()
     assert "MLRELAY_TRAFFIC_PERCENT" not in env
+    # the sweep's topic as provisioned; the sweep's delay and the admission guards at config.py's defaults
+    assert config.reconcile_topic == "mlrelay-reconcile" and config.reconcile_topic in first.resources("topic")
+    assert all(name in env for name in GUARDS)
+    defaults = Config()
+    for field in ("reconcile_after_seconds", "debounce_seconds", "max_active_runs", "max_queued_runs",
+                  "daily_run_budget"):
+        assert getattr(config, field) == getattr(defaults, field), field
     objects = first.resources("object")
     assert config.flex_template.startswith(f"gs://{BUCKET}/packages/")
     assert f"{BUCKET}/{config.flex_template.split('/', 3)[3]}" in objects
@@ -384,9 +404,11 @@ def test_function_source_is_main_py_beside_the_packages_and_imports_on_its_own(w
     source = workspace.uploads / "functions" / "mlrelay-start-pipeline"
     assert (source / "requirements.txt").read_text() == (workspace.repo / "functions" / "requirements.txt").read_text()
     assert not list(source.rglob("__pycache__"))
-    probe = ("import main, functions; "
-             "assert all(callable(getattr(main, n)) for n in ('start_pipeline', 'on_preprocess_output', "
-             "'on_training_complete', 'on_release_event')); print(functions.__file__)")
+    # every entry point a deploy names is defined in the main.py Cloud Functions loads
+    entry_points = sorted({call.required("entry-point") for call in first.named("functions", "deploy")})
+    assert entry_points == sorted(entry for entry, _ in FUNCTIONS.values())
+    probe = (f"import main, functions; assert all(callable(getattr(main, n)) for n in {entry_points!r}); "
+             "print(functions.__file__)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=source, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": ""}, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -482,10 +504,50 @@ def test_a_given_serving_image_is_used_and_not_built(workspace, tmp_path):
 def test_endpoint_and_weekly_schedule_publishing_a_valid_run_request(first):
     create = first.only("ai", "endpoints", "create")
     assert create.flag("endpoint-id") == "babyweight" and create.flag("region") == REGION
-    (job,) = first.resources("scheduler_job").values()
+    assert set(first.resources("scheduler_job")) == {"mlrelay-retrain", "mlrelay-reconcile"}
+    job = first.resources("scheduler_job")["mlrelay-retrain"]
+    assert job["name"] == f"projects/{PROJECT}/locations/{REGION}/jobs/mlrelay-retrain"
     assert job["schedule"] == "0 3 * * 1" and job["timeZone"] == "Etc/UTC"
     assert job["pubsubTarget"]["topicName"] == f"projects/{PROJECT}/topics/mlrelay-start"
     assert parse_run_request(job["pubsubTarget"]["data"]).source == "bigquery"
+
+
+def test_the_reconcile_sweep_ticks_every_five_minutes_into_its_own_function(first):
+    job = first.resources("scheduler_job")["mlrelay-reconcile"]
+    assert job["name"] == f"projects/{PROJECT}/locations/{REGION}/jobs/mlrelay-reconcile"
+    assert job["schedule"] == "*/5 * * * *" and job["timeZone"] == "Etc/UTC"
+    assert job["pubsubTarget"] == {"topicName": f"projects/{PROJECT}/topics/mlrelay-reconcile", "data": "{}"}
+    function = first.resources("function")[SWEEP]
+    assert function["eventTrigger"]["pubsubTopic"] == "mlrelay-reconcile"
+    assert function["eventTrigger"]["eventType"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert function["eventTrigger"]["retryPolicy"] == "RETRY_POLICY_DO_NOT_RETRY"
+    assert function["flags"]["entry-point"] == "reconcile_runs" and function["flags"]["timeout"] == "300s"
+    # the other functions are retried; only theirs dead-letter
+    assert {name for name, f in first.resources("function").items()
+            if f["eventTrigger"]["retryPolicy"] == "RETRY_POLICY_RETRY"} == set(FUNCTIONS) - ONCE
+    updated = {c.positional().rsplit("/", 1)[-1] for c in first.named("pubsub", "subscriptions", "update")}
+    assert updated == {_trigger_subscription(first, name) for name in set(FUNCTIONS) - ONCE}
+    # nothing in the sweep's way: the function is invocable by the trigger account, the topic exists first
+    assert (f"function:{SWEEP}", f"serviceAccount:{TRIGGER_SA}", "roles/run.invoker") in first.bindings()
+    order = [(c.words, c.positionals[:1]) for c, _ in first.calls]
+    assert order.index((("pubsub", "topics", "create"), ["mlrelay-reconcile"])) < order.index(
+        (("functions", "deploy"), [SWEEP])) < order.index((("scheduler", "jobs", "create", "pubsub"), ["mlrelay-reconcile"]))
+
+
+def test_settings_of_the_sweep_and_the_guards_reach_the_functions_and_the_schedule(workspace, tmp_path):
+    state = tmp_path / "state.json"
+    run = workspace.run(env=workspace.env(
+        FAKE_GCLOUD_STATE=str(state), RECONCILE_TOPIC="sweep-ticks", SWEEP_JOB="sweeper",
+        SWEEP_SCHEDULE="*/10 * * * *", RECONCILE_AFTER_SECONDS="1200", DEBOUNCE_SECONDS="0", MAX_ACTIVE_RUNS="3",
+        MAX_QUEUED_RUNS="0", DAILY_RUN_BUDGET="0", RECONCILE_FUNCTION="sweep-runs")).ok()
+    config = Config.from_env(_function_env(run.named("functions", "deploy")[0]))
+    assert (config.reconcile_topic, config.reconcile_after_seconds, config.debounce_seconds) == ("sweep-ticks", 1200, 0)
+    assert (config.max_active_runs, config.max_queued_runs, config.daily_run_budget) == (3, 0, 0)
+    resources = json.loads(state.read_text())["resources"]  # this run's project, not the workspace's
+    job = resources["scheduler_job"]["sweeper"]
+    assert job["schedule"] == "*/10 * * * *" and job["pubsubTarget"]["topicName"].endswith("/topics/sweep-ticks")
+    assert resources["function"]["sweep-runs"]["eventTrigger"]["pubsubTopic"] == "sweep-ticks"
+    assert "mlrelay-reconcile" not in resources["topic"] and "sweep-ticks" in resources["topic"]
 
 
 def test_it_ends_with_three_ways_to_start_a_run_and_how_to_watch_it(first):
@@ -494,6 +556,9 @@ def test_it_ends_with_three_ways_to_start_a_run_and_how_to_watch_it(first):
     assert "gcloud pubsub topics publish mlrelay-start" in out
     assert "gcloud scheduler jobs run mlrelay-retrain" in out
     assert f"mlrelay status --bucket gs://{BUCKET}" in out
+    assert f"mlrelay dead-letters list --project {PROJECT}" in out and "mlrelay-dead-letter-hold" in out
+    assert "mlrelay-reconcile ('*/5 * * * *', UTC)" in out
+    assert f"gcloud scheduler jobs run mlrelay-reconcile --location={REGION}" in out
 
 
 # --- running it again, dry runs, bad settings ---------------------------------------------------
@@ -518,7 +583,11 @@ def test_a_second_run_creates_nothing_and_changes_no_resource(first, second):
     assert not second.named("builds", "submit")  # the unchanged launcher image is not rebuilt
     assert _stable(second.state["resources"]) == _stable(first.state["resources"])
     assert second.bindings() == first.bindings()
-    assert second.named("logging", "sinks", "update") and second.named("scheduler", "jobs", "update", "pubsub")
+    assert second.named("logging", "sinks", "update")
+    assert {c.positional() for c in second.named("scheduler", "jobs", "update", "pubsub")} == {
+        "mlrelay-retrain", "mlrelay-reconcile"}
+    assert {c.positional() for c in second.named("functions", "deploy")} == set(FUNCTIONS)
+    assert second.resources("function")[SWEEP]["eventTrigger"]["retryPolicy"] == "RETRY_POLICY_DO_NOT_RETRY"
     assert second.named("tasks", "queues", "update") and not second.named("tasks", "queues", "create")
 
 
@@ -552,9 +621,17 @@ def test_dry_run_needs_no_gcloud_prints_every_command_and_changes_nothing(worksp
                  f"--member=serviceAccount:{FUNCTIONS_SA} --role=roles/cloudtasks.enqueuer",
                  f"gcloud pubsub topics add-iam-policy-binding mlrelay-release "
                  f"--member=serviceAccount:{TASKS_SA} --role=roles/pubsub.publisher",
-                 f"gcloud functions deploy mlrelay-on-release-event --gen2"):
+                 f"gcloud functions deploy mlrelay-on-release-event --gen2",
+                 "gcloud pubsub topics create mlrelay-reconcile",
+                 "gcloud functions deploy mlrelay-reconcile-runs --gen2",
+                 f"gcloud scheduler jobs create pubsub mlrelay-reconcile --location={REGION} "
+                 f"'--schedule=*/5 * * * *' --time-zone=Etc/UTC --topic=projects/{PROJECT}/topics/mlrelay-reconcile "
+                 "'--message-body={}'"):
         assert line in out
     assert all(f"gcloud functions deploy {name} " in out for name in FUNCTIONS)
+    (sweep,) = [line for line in out.splitlines() if line.startswith(f"gcloud functions deploy {SWEEP} ")]
+    assert "--entry-point=reconcile_runs" in sweep and "--trigger-topic=mlrelay-reconcile" in sweep
+    assert " --retry " not in sweep and "MLRELAY_MAX_ACTIVE_RUNS=" in sweep
     assert run.calls == [] and not (tmp_path / "state.json").exists()
     assert _tree_digest(workspace.repo) == before
 
@@ -569,6 +646,9 @@ def test_dry_run_with_gcloud_present_calls_nothing(workspace, second):
     assert f"gcloud tasks queues delete mlrelay-release --location={REGION}" in run.result.stdout
     assert f"gcloud iam service-accounts delete {TASKS_SA}" in run.result.stdout
     assert "gcloud pubsub topics delete mlrelay-release " in run.result.stdout
+    assert f"gcloud functions delete {SWEEP} " in run.result.stdout
+    assert f"gcloud scheduler jobs delete mlrelay-reconcile --location={REGION}" in run.result.stdout
+    assert "gcloud pubsub topics delete mlrelay-reconcile " in run.result.stdout
 
 
 def test_missing_project_id_fails_with_a_clear_message_before_any_call(workspace):
@@ -590,6 +670,16 @@ def test_missing_project_id_fails_with_a_clear_message_before_any_call(workspace
     ("GATE_TOLERANCE", "-0.1", "GATE_TOLERANCE='-0.1' is not valid: release policy: tolerance must be"),
     ("TASKS_QUEUE", "release_queue", "TASKS_QUEUE='release_queue' is not valid"),
     ("TASKS_SA_NAME", "Release", "TASKS_SA_NAME='Release' is not valid"),
+    ("SWEEP_SCHEDULE", "every 5 minutes", "SWEEP_SCHEDULE='every 5 minutes' is not a cron schedule"),
+    ("SWEEP_JOB", "sweep job", "SWEEP_JOB='sweep job' is not valid"),
+    ("RECONCILE_TOPIC", "goog-ticks", "RECONCILE_TOPIC='goog-ticks' is not valid"),
+    ("RECONCILE_FUNCTION", "Reconcile", "RECONCILE_FUNCTION='Reconcile' is not valid"),
+    ("RECONCILE_AFTER_SECONDS", "0", "RECONCILE_AFTER_SECONDS='0' is not valid: MLRELAY_RECONCILE_AFTER_SECONDS must "
+                                     "be 1 or more"),
+    ("DEBOUNCE_SECONDS", "1m", "DEBOUNCE_SECONDS='1m' is not valid: it must be a whole number"),
+    ("MAX_ACTIVE_RUNS", "0", "MAX_ACTIVE_RUNS='0' is not valid: MLRELAY_MAX_ACTIVE_RUNS must be 1 or more"),
+    ("MAX_QUEUED_RUNS", "-1", "MAX_QUEUED_RUNS='-1' is not valid: it must be a whole number"),
+    ("DAILY_RUN_BUDGET", "lots", "DAILY_RUN_BUDGET='lots' is not valid"),
 ])
 def test_bad_settings_fail_before_any_call_naming_the_setting(workspace, setting, value, message):
     run = workspace.run(env=workspace.env(**{setting: value}))
@@ -635,6 +725,14 @@ def test_teardown_removes_the_release_resources(teardown):
     assert "TASKS_QUEUE to another name" in teardown.result.stdout
 
 
+def test_teardown_removes_the_sweep(teardown):
+    assert {c.positional() for c in teardown.named("scheduler", "jobs", "delete")} == {"mlrelay-retrain",
+                                                                                       "mlrelay-reconcile"}
+    assert SWEEP in [c.positional() for c in teardown.named("functions", "delete")]
+    assert "mlrelay-reconcile" in [c.positional() for c in teardown.named("pubsub", "topics", "delete")]
+    assert not teardown.resources("scheduler_job") and SWEEP not in teardown.resources("function")
+
+
 def test_teardown_again_and_deploy_again_both_work(workspace, teardown):
     again = workspace.run("--teardown").ok()
     assert not [call for call, _ in again.calls if call.words[-1] == "delete"]
@@ -647,7 +745,7 @@ def test_teardown_again_and_deploy_again_both_work(workspace, teardown):
     assert blocked.named("iam", "roles", "undelete")  # the steps before it ran, as on any run
     redeploy = workspace.run(env=workspace.env(TASKS_QUEUE="mlrelay-release-2")).ok()
     assert not redeploy.named("iam", "roles", "create") and not redeploy.named("iam", "roles", "undelete")
-    assert len(redeploy.resources("function")) == 4 and "deleted" not in redeploy.resources("role")[
+    assert len(redeploy.resources("function")) == len(FUNCTIONS) and "deleted" not in redeploy.resources("role")[
         "mlrelayBigQueryTempDatasets"]
     assert set(redeploy.resources("queue")) == {f"{REGION}/mlrelay-release-2"}
     env = _function_env(redeploy.named("functions", "deploy")[0])
@@ -679,7 +777,9 @@ def _settings() -> dict[str, str]:
             "TASKS_QUEUE": "q", "TASKS_SA": TASKS_SA, "DATAFLOW_SA": DATAFLOW_SA,
             "TRAINING_SA": TRAINING_SA, "TRAINING_IMAGE": "img:1", "SERVING_IMAGE": "img:2",
             "SERVING_MACHINE_TYPE": "n1-standard-2",
-            "FLEX_TEMPLATE": f"gs://{BUCKET}/packages/preprocess-template.json", "MAX_WORKERS": "3"}
+            "FLEX_TEMPLATE": f"gs://{BUCKET}/packages/preprocess-template.json", "MAX_WORKERS": "3",
+            "RECONCILE_TOPIC": "t", "RECONCILE_AFTER_SECONDS": "900", "DEBOUNCE_SECONDS": "30",
+            "MAX_ACTIVE_RUNS": "4", "MAX_QUEUED_RUNS": "0", "DAILY_RUN_BUDGET": "0"}
 
 
 def test_function_env_is_what_config_reads_back():
@@ -690,6 +790,8 @@ def test_function_env_is_what_config_reads_back():
     policy = config.release_policy()
     assert (policy.canary_percent, policy.bake_seconds) == (25, 600)
     assert (policy.min_improvement_over_mean, policy.tolerance, policy.slice_tolerance) == (0.1, 0.004, 0.03)
+    assert (config.reconcile_topic, config.reconcile_after_seconds, config.debounce_seconds) == ("t", 900, 30)
+    assert (config.max_active_runs, config.max_queued_runs, config.daily_run_budget) == (4, 0, 0)
     assert deploy_helpers.env_vars_flag(env).split(",")[0] == "MLRELAY_PLATFORM=gcp"
     with pytest.raises(deploy_helpers.DeployError, match="comma or newline"):
         deploy_helpers.function_env({**_settings(), "SERVING_IMAGE": "a,b"})
