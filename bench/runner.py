@@ -29,6 +29,7 @@ BENCHMARKS = {
     "serve": "bench.serve",
     "coldstart": "bench.coldstart",
     "demo": "bench.demo",
+    "recovery": "bench.recovery",
 }
 
 
