@@ -57,14 +57,17 @@ def bayes_floor(sample: Mapping[str, Any] | None, eval_features: Mapping[str, np
     return float(floor)
 
 
-def write_json_atomically(path: str, document: Mapping[str, Any]) -> None:
-    """Write ``document`` so that readers see either no file or the whole file."""
+def write_json_atomically(path: str, document: Mapping[str, Any], *, allow_nan: bool = True) -> None:
+    """Write ``document`` so that readers see either no file or the whole file.
+
+    With ``allow_nan=False`` a NaN or infinity is a ValueError, raised before anything is written.
+    """
+    text = json.dumps(document, indent=2, sort_keys=True, allow_nan=allow_nan) + "\n"
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)

@@ -38,6 +38,8 @@ class OutputLocations:
     model_dir: str
     metrics_path: str
     comparison_path: str
+    progress_path: str
+    report_path: str
     tensorboard_dir: str | None
 
 
@@ -45,8 +47,9 @@ def resolve_output_locations(job_dir: str | None, environ: Mapping[str, str]) ->
     """Decide where the SavedModel, metrics.json and TensorBoard logs go.
 
     ``AIP_MODEL_DIR`` wins for the model (Vertex AI uploads what is there); otherwise the model
-    goes to ``<job-dir>/model``. metrics.json and comparison.json go to the job dir; without
-    ``--job-dir`` the job dir is the model dir's parent, which is Vertex's base output directory.
+    goes to ``<job-dir>/model``. metrics.json, comparison.json, progress.json and
+    training_report.json go to the job dir; without ``--job-dir`` the job dir is the model dir's
+    parent, which is Vertex's base output directory.
     """
     aip_model_dir = environ.get("AIP_MODEL_DIR") or None
     if job_dir is None and aip_model_dir is None:
@@ -65,5 +68,7 @@ def resolve_output_locations(job_dir: str | None, environ: Mapping[str, str]) ->
         model_dir=model_dir,
         metrics_path=os.path.join(local_job_dir, "metrics.json"),
         comparison_path=os.path.join(local_job_dir, "comparison.json"),
+        progress_path=os.path.join(local_job_dir, "progress.json"),
+        report_path=os.path.join(local_job_dir, "training_report.json"),
         tensorboard_dir=to_local_path(tensorboard) if tensorboard else None,
     )

@@ -7,15 +7,18 @@ Order of work: validate arguments and input, read eval rows and training statist
 malformed shard stops the run here), train, export the SavedModel, score the champion (the
 SavedModel of ``--champion-model-dir``, through its serving signature) on the same eval rows,
 write comparison.json (the candidate's and the champion's RMSE, overall and per slice, for the
-release gate), then metrics.json last: it marks the run complete. A champion that cannot be
-loaded or scored is recorded in comparison.json as an error and does not fail the run.
+release gate), training_report.json (learning curves, per-slice RMSE, a sample of predictions
+beside the truth: :mod:`trainer.report`), then metrics.json last: it marks the run complete.
+While it trains it rewrites progress.json after each evaluation, and, when
+``AIP_TENSORBOARD_LOG_DIR`` is set, writes epoch summaries there (:mod:`trainer.monitoring`).
+A champion that cannot be loaded or scored is recorded in comparison.json as an error and does
+not fail the run.
 Exit status 0 on success, 1 on bad input (nothing written), 2 on bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import sys
@@ -158,8 +161,9 @@ def _train(args: argparse.Namespace) -> int:
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    from trainer import data, evaluation  # noqa: PLC0415
+    from trainer import data, evaluation, report  # noqa: PLC0415
     from trainer.model import build_wide_and_deep, export_for_serving  # noqa: PLC0415
+    from trainer.monitoring import TrainingProgress, tensorboard_callback  # noqa: PLC0415
 
     if int(keras.__version__.split(".")[0]) < 3:
         raise TrainerInputError(
@@ -180,14 +184,14 @@ def _train(args: argparse.Namespace) -> int:
         shuffle_buffer=min(stats.rows, MAX_SHUFFLE_BUFFER),
     )
     eval_ds = tf.data.Dataset.from_tensor_slices((eval_features, eval_labels)).batch(4096)
+    examples_per_evaluation = steps * args.batch_size
     callbacks = []
     if outputs.tensorboard_dir:
-        # Vertex AI sets AIP_TENSORBOARD_LOG_DIR whenever a job has a base output directory; its
-        # images ship TensorBoard, a plain tensorflow-cpu install does not.
-        if importlib.util.find_spec("tensorboard") is not None:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=outputs.tensorboard_dir))
-        else:
-            log.info("TensorBoard is not installed: no logs written to %s", outputs.tensorboard_dir)
+        # Vertex AI sets AIP_TENSORBOARD_LOG_DIR when the job has a TensorBoard (the local cloud
+        # sets it too); what is written there is streamed into Vertex AI TensorBoard:
+        # https://cloud.google.com/vertex-ai/docs/experiments/tensorboard-training
+        callbacks.append(tensorboard_callback(outputs.tensorboard_dir))
+    callbacks.append(TrainingProgress(outputs.progress_path, examples_per_evaluation, args.num_evals))
     fit_started = time.monotonic()
     history = model.fit(
         train_ds.prefetch(tf.data.AUTOTUNE),
@@ -196,7 +200,7 @@ def _train(args: argparse.Namespace) -> int:
         validation_data=eval_ds,
         callbacks=callbacks,
         shuffle=False,  # the dataset is shuffled already
-        verbose=2,
+        verbose=0,  # TrainingProgress logs one line per evaluation
     )
     train_time = time.monotonic() - fit_started
 
@@ -205,10 +209,15 @@ def _train(args: argparse.Namespace) -> int:
     export_for_serving(model, outputs.model_dir)
     log.info("exported the SavedModel to %s", outputs.model_dir)
     mean_baseline_rmse = evaluation.baseline_rmse(stats.label_mean, eval_labels)
-    _write_comparison(outputs.comparison_path, args.champion_model_dir, eval_features, eval_labels,
-                      predicted, mean_baseline_rmse)
+    candidate = _write_comparison(outputs.comparison_path, args.champion_model_dir, eval_features,
+                                  eval_labels, predicted, mean_baseline_rmse)
+    training_report = report.training_report(
+        history.history, examples_per_evaluation, candidate["slices"], eval_features, eval_labels, predicted
+    )
+    evaluation.write_json_atomically(outputs.report_path, training_report, allow_nan=False)
+    log.info("training report in %s", outputs.report_path)
 
-    examples_seen = steps * args.batch_size * args.num_evals
+    examples_seen = examples_per_evaluation * args.num_evals
     metrics = {
         "eval_rmse": eval_rmse,
         "baseline_rmse": mean_baseline_rmse,
@@ -234,19 +243,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _write_comparison(path: str, champion_uri: str | None, eval_features: dict, eval_labels,
-                      candidate_predicted, mean_baseline_rmse: float) -> None:
-    """Score the candidate and the champion (if any) on the eval rows; write comparison.json."""
+                      candidate_predicted, mean_baseline_rmse: float) -> dict:
+    """Score the candidate and the champion (if any) on the eval rows; write comparison.json.
+
+    Returns the candidate's score (overall and per slice), which training_report.json repeats.
+    """
     from trainer import comparison, evaluation  # noqa: PLC0415
 
     masks = comparison.slice_masks(eval_features)
     champion = None
     if champion_uri is not None:
         champion = _score_champion(champion_uri, eval_features, eval_labels, masks)
-    document = comparison.comparison(
-        eval_labels, mean_baseline_rmse, comparison.score(candidate_predicted, eval_labels, masks), champion
-    )
+    candidate = comparison.score(candidate_predicted, eval_labels, masks)
+    document = comparison.comparison(eval_labels, mean_baseline_rmse, candidate, champion)
     evaluation.write_json_atomically(path, document)
     log.info("comparison in %s", path)
+    return candidate
 
 
 def _score_champion(uri: str, eval_features: dict, eval_labels, masks: dict) -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from trainer import comparison
 from trainer.task import main
-from tests.trainer.test_trainer import TINY_RUN, synthetic_dataset
+from tests.trainer.test_trainer import TINY_RUN, assert_progress_and_report, synthetic_dataset
 
 # --- the figures, by hand ---------------------------------------------------------------------
 
@@ -116,9 +116,16 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def champion_job(data_dir) -> Path:
-    """A first run without a champion, whose model is the next runs' champion."""
+    """A first run without a champion, whose model is the next runs' champion.
+
+    Run from its own directory without ``AIP_TENSORBOARD_LOG_DIR``: no TensorBoard events may
+    appear anywhere, not even in a ``logs/`` of the working directory (Keras's default).
+    """
     job_dir = data_dir.parent / "champion"
-    assert main(["--data-dir", str(data_dir), "--job-dir", str(job_dir), *TINY_RUN]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("AIP_TENSORBOARD_LOG_DIR", raising=False)
+        patch.chdir(data_dir.parent)
+        assert main(["--data-dir", str(data_dir), "--job-dir", str(job_dir), *TINY_RUN]) == 0
     return job_dir
 
 
@@ -134,6 +141,16 @@ def test_without_a_champion_the_candidate_is_still_scored_per_slice(champion_job
     assert compared["eval_rows"] == metrics["eval_examples"]
     assert compared["candidate"]["rmse"] == metrics["eval_rmse"]
     assert compared["mean_baseline_rmse"] == metrics["baseline_rmse"]
+
+
+@pytest.mark.slow
+def test_the_training_report_shows_the_slices_the_gate_reads(champion_job):
+    compared, metrics = read_outputs(champion_job)
+    report = json.loads((champion_job / "training_report.json").read_text())
+    assert report["slices"] == {name: {"rows": entry["rows"], "rmse": entry["rmse"]}
+                                for name, entry in compared["candidate"]["slices"].items()}
+    assert_progress_and_report(champion_job, metrics, evaluations=2)
+    assert list(champion_job.parent.rglob("events.out.tfevents.*")) == []  # no AIP_TENSORBOARD_LOG_DIR
 
 
 @pytest.mark.slow

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 import types
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,9 @@ METRIC_FIELDS = {
     "eval_rmse", "baseline_rmse", "bayes_floor", "train_examples_seen", "eval_examples",
     "wall_time_s", "history", "args", "model_dir",
 }
-TINY_RUN = ["--num-train-examples", "2048", "--num-evals", "1", "--batch-size", "256"]
+# Two evaluations, so that what is reported per evaluation is seen more than once.
+TINY_RUN = ["--num-train-examples", "2048", "--num-evals", "2", "--batch-size", "256"]
+GATE_SLICES = {"gestation_weeks<37", "is_male=Unknown"}  # and plurality=<value> for each value
 
 
 def synthetic_dataset(directory: Path, records: int = 400, sample: dict | None = None) -> Path:
@@ -46,6 +50,8 @@ def test_aip_model_dir_wins_and_metrics_go_to_the_job_dir():
     both = resolve_output_locations("gs://b/runs/r1/train", env)
     assert both.model_dir == "/gcs/b/runs/r1/train/model"
     assert both.metrics_path == "/gcs/b/runs/r1/train/metrics.json"
+    assert both.progress_path == "/gcs/b/runs/r1/train/progress.json"
+    assert both.report_path == "/gcs/b/runs/r1/train/training_report.json"
     assert both.tensorboard_dir == "/gcs/b/logs"
     only_aip = resolve_output_locations(None, {"AIP_MODEL_DIR": "gs://b/base/model/"})
     assert only_aip.metrics_path == "/gcs/b/base/metrics.json"
@@ -156,6 +162,7 @@ def test_training_learns_on_real_rows_and_reports_it(tmp_path):
     assert metrics["args"]["batch_size"] == 256
     assert (job_dir / "model" / "saved_model.pb").is_file()
     assert [p.name for p in job_dir.iterdir() if p.name.endswith(".tmp")] == []
+    assert_progress_and_report(job_dir, metrics, evaluations=2)  # 500 of the eval rows sampled
 
 
 @pytest.mark.slow
@@ -169,6 +176,7 @@ def test_aip_model_dir_is_honoured_and_the_bayes_floor_recorded(tmp_path, monkey
 
     monkeypatch.setitem(sys.modules, "natality_sample", types.SimpleNamespace(bayes_floor=fake_bayes_floor))
     monkeypatch.setenv("AIP_MODEL_DIR", str(tmp_path / "base" / "model") + "/")
+    monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", str(tmp_path / "base" / "logs") + "/")  # as the local cloud
     monkeypatch.setenv("CLOUD_ML_JOB_ID", "1234")
 
     assert main(["--manifest", str(manifest), *TINY_RUN]) == 0
@@ -182,6 +190,55 @@ def test_aip_model_dir_is_honoured_and_the_bayes_floor_recorded(tmp_path, monkey
     assert ages == weeks == len(sexes) == metrics["eval_examples"]
     assert {"True", "False", "Unknown"} >= set(sexes) and "Unknown" in sexes
     assert "Multiple(2+)" in pluralities or "Single(1)" in pluralities
+
+    assert_progress_and_report(tmp_path / "base", metrics, evaluations=2)
+    events = sorted((tmp_path / "base" / "logs").rglob("events.out.tfevents.*"))
+    assert [path.parent.name for path in events] == ["train", "validation"]
+    assert all(path.stat().st_size > 0 for path in events)
+
+
+def reject_constant(name: str):
+    raise AssertionError(f"{name} in strict JSON")
+
+
+def assert_progress_and_report(job_dir: Path, metrics: dict, evaluations: int) -> None:
+    """progress.json says the run finished; training_report.json holds what a person would plot."""
+    progress = json.loads((job_dir / "progress.json").read_text(), parse_constant=reject_constant)
+    assert set(progress) == {"format", "examples_seen", "examples_total", "evaluations_done",
+                             "evaluations_total", "last_eval_rmse", "updated"}
+    assert progress["format"] == "mlrelay.training-progress/v1"
+    assert progress["evaluations_done"] == progress["evaluations_total"] == evaluations
+    assert progress["examples_seen"] == progress["examples_total"] == metrics["train_examples_seen"]
+    assert progress["last_eval_rmse"] == pytest.approx(metrics["history"][-1])
+    assert datetime.fromisoformat(progress["updated"]).tzinfo is not None
+
+    report = json.loads((job_dir / "training_report.json").read_text(), parse_constant=reject_constant)
+    assert set(report) == {"format", "evaluations", "slices", "sample"}
+    assert report["format"] == "mlrelay.training-report/v1"
+    entries = report["evaluations"]
+    assert [entry["examples_seen"] for entry in entries] == [
+        metrics["train_examples_seen"] * (index + 1) // evaluations for index in range(evaluations)]
+    assert all(set(entry) == {"examples_seen", "train_loss", "eval_loss", "eval_rmse"} for entry in entries)
+    assert all(math.isfinite(entry[name]) and entry[name] > 0
+               for entry in entries for name in ("train_loss", "eval_loss", "eval_rmse"))
+    assert [entry["eval_rmse"] for entry in entries] == pytest.approx(metrics["history"])
+
+    eval_rows = metrics["eval_examples"]
+    sample = report["sample"]
+    assert len(sample) == min(eval_rows, 500)
+    for row in sample:
+        assert set(row) == {"true", "predicted", "gestation_weeks", "plurality", "is_male", "mother_age"}
+        assert all(math.isfinite(row[name])
+                   for name in ("true", "predicted", "gestation_weeks", "mother_age"))
+        assert isinstance(row["plurality"], str) and isinstance(row["is_male"], str)
+    slices = report["slices"]
+    if len(sample) == eval_rows:  # every eval row is in the sample: the slices can be counted from it
+        assert set(slices) == {f"plurality={row['plurality']}" for row in sample} | GATE_SLICES
+        assert slices["gestation_weeks<37"]["rows"] == sum(row["gestation_weeks"] < 37 for row in sample)
+        assert slices["is_male=Unknown"]["rows"] == sum(row["is_male"] == "Unknown" for row in sample)
+    assert GATE_SLICES <= set(slices)
+    assert sum(entry["rows"] for name, entry in slices.items() if name.startswith("plurality=")) == eval_rows
+    assert all(0 < entry["rows"] <= eval_rows and math.isfinite(entry["rmse"]) for entry in slices.values())
 
 
 # --- bad input: a clear error, exit status 1, nothing written ---------------------------------
