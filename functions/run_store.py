@@ -129,6 +129,16 @@ def metrics_name(run_id: str) -> str:
     return train_prefix(run_id) + "metrics.json"
 
 
+def progress_name(run_id: str) -> str:
+    """Where the trainer reports how far it is while it runs (rewritten after each evaluation)."""
+    return train_prefix(run_id) + "progress.json"
+
+
+def training_report_name(run_id: str) -> str:
+    """The trainer's learning curves, per-slice RMSE and sample of predictions, for the run report."""
+    return train_prefix(run_id) + "training_report.json"
+
+
 def comparison_name(run_id: str) -> str:
     """The trainer's scores of the candidate and the champion on the same eval rows (the gate's input)."""
     return train_prefix(run_id) + "comparison.json"

@@ -51,9 +51,13 @@ def start_run(config: Config, platform: Platform, trigger: StartTrigger) -> Stag
 
     repeated, held = _debounced(config, runs, run_id, trigger, origin, request)
     if repeated and _stranded(runs, held):
-        # The run this repeats was recorded but never launched: its start event gave up (a replayed
-        # dead letter is such a repeat). The repeat carries that run on instead of being refused.
-        return resume_requested(config, platform, held, trigger.event_id)
+        # The run this repeats was recorded but not launched: its start event gave up (a replayed
+        # dead letter is such a repeat), or is launching it this moment. The repeat carries that
+        # run on (its launch claim keeps it to one launch) and is recorded as a duplicate of it.
+        carried = resume_requested(config, platform, held, trigger.event_id)
+        reason = f"{repeated}; that run had not launched, and this repeat carried it on ({carried.action.value})"
+        record(runs, run_id, "request", "rejected", trigger.event_id, reason=reason, origin=origin)
+        return carried
     if repeated:
         record(runs, run_id, "request", "rejected", trigger.event_id, reason=repeated, origin=origin)
         return StageResult(Action.REJECTED, run_id, repeated)
