@@ -167,6 +167,35 @@ def _cmd_releases(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    """Write one run's report, a self-contained HTML file (mlrelay.report)."""
+    import time
+
+    from functions.run_store import RunStore
+    from mlrelay.report import render_report
+
+    started = time.perf_counter()
+    page = render_report(RunStore(*_storage(args)), args.run_id)  # NoSuchRun, a ValueError: exit 2
+    out = Path(args.out) if args.out else Path(f"mlrelay-report-{args.run_id}.html")
+    out.write_text(page, encoding="utf-8")
+    size = out.stat().st_size
+    print(f"wrote {out.resolve()} ({size / 1024:.0f} KiB, {size:,} bytes) in {time.perf_counter() - started:.2f} s")
+    return 0
+
+
+def _cmd_console(args: argparse.Namespace) -> int:
+    """Serve the read-only console (mlrelay.console) until Ctrl-C."""
+    from mlrelay.console import check_host, serve
+
+    check_host(args.host, args.allow_remote)  # before touching the bucket: exit 2, one line
+    from functions.run_store import RunStore
+
+    storage, bucket = _storage(args)
+    label = f"gs://{bucket}" if args.bucket else f"gs://{bucket} = {_bucket_dir(args.root)}"
+    return serve(RunStore(storage, bucket), args.host, args.port, allow_remote=args.allow_remote,
+                 bucket_label=label)
+
+
 def _cmd_rollback(args: argparse.Namespace) -> int:
     import getpass
 
@@ -185,16 +214,37 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from functions.run_store import RunStore
-    from mlrelay.status_table import format_status_table
 
-    statuses = RunStore(*_storage(args)).statuses(args.run_id)
-    if args.run_id and not statuses:
-        raise ValueError(f"no run {args.run_id}")
+    runs = RunStore(*_storage(args))
+    if args.follow:
+        return _follow_status(runs, args)
+    if args.run_id:
+        from mlrelay.run_view import run_view
+        from mlrelay.status_view import format_run_view
+
+        view = run_view(runs, args.run_id)  # NoSuchRun, a ValueError: one line, exit 2
+        print(json.dumps(view, indent=2) if args.json else format_run_view(view))
+        return 0
+    from mlrelay.status_table import format_status_table, run_summaries
+
+    rows = run_summaries(runs)
     if args.json:
-        print(json.dumps([s.to_dict() for s in statuses], indent=2))
+        print(json.dumps([{**row.status.to_dict(), "eval_rmse": row.eval_rmse, "decision": row.decision}
+                          for row in rows], indent=2))
     else:
-        print(format_status_table(statuses))
+        print(format_status_table(rows))
     return 0
+
+
+def _follow_status(runs, args: argparse.Namespace) -> int:
+    """Redraw a run's progress until it ends; exit 0 when it went into service, 1 otherwise."""
+    from mlrelay.progress import display_for, follow
+    from mlrelay.run_view import NoSuchRun, run_records
+
+    if args.run_id and not runs.has_run(args.run_id) and not run_records(runs, args.run_id):
+        raise NoSuchRun(f"no run {args.run_id}")
+    last = follow(runs, args.run_id, display_for(sys.stdout, args.json))
+    return 0 if last and last.get("state") == "deployed" else 1
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -331,16 +381,39 @@ def build_parser() -> argparse.ArgumentParser:
     releases.add_argument("--json", action="store_true")
     releases.set_defaults(func=_cmd_releases)
 
+    report = with_root(commands.add_parser(
+        "report", help="one run as a self-contained HTML page with plots (opens from disk, no network)"))
+    report.add_argument("run_id", metavar="RUN")
+    report.add_argument("--out", help="the HTML file to write (default ./mlrelay-report-RUN.html)")
+    report.add_argument("--bucket", help="gs://BUCKET: the deployed chain's bucket (default: the local cloud's)")
+    report.set_defaults(func=_cmd_report)
+
+    console = with_root(commands.add_parser(
+        "console", help="a read-only web console: runs, their reports, the endpoint's serving history"))
+    console.add_argument("--bucket", help="gs://BUCKET: the deployed chain's bucket, read with your Google "
+                                          "credentials (default: the local cloud's)")
+    console.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    console.add_argument("--port", type=int, default=8642, help="port to listen on (default 8642)")
+    console.add_argument("--allow-remote", action="store_true",
+                         help="allow a --host that is not loopback (the console has no authentication)")
+    console.set_defaults(func=_cmd_console)
+
     rollback = with_root(commands.add_parser(
         "rollback", help="serve an earlier registered version again (through the release function)"))
     rollback.add_argument("--to", help="MODEL@VERSION to serve (default: the version that served before)")
     rollback.add_argument("--project", help="the deployed chain's project (default: the local cloud)")
     rollback.set_defaults(func=_cmd_rollback)
 
-    status = with_root(commands.add_parser("status", help="runs and their stages, from the run ledger"))
-    status.add_argument("run_id", nargs="?")
+    status = with_root(commands.add_parser(
+        "status", help="runs from the run ledger; with RUN, everything about it; --follow: live progress"))
+    status.add_argument("run_id", nargs="?", metavar="RUN",
+                        help="one run: its request, stages, rows, RMSEs, gate, release and model")
     status.add_argument("--bucket", help="gs://BUCKET: the deployed chain's bucket (default: the local cloud's)")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true",
+                        help="JSON (with --follow: one JSON object per change)")
+    status.add_argument("--follow", action="store_true",
+                        help="show the run's progress until it ends (without RUN: the newest run still "
+                             "going, else the next to start)")
     status.set_defaults(func=_cmd_status)
 
     predict = with_root(commands.add_parser("predict", help="ask the endpoint for predictions"))

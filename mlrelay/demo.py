@@ -1,8 +1,9 @@
 """`mlrelay demo`: the whole chain on one machine, from an empty directory to a deployed model.
 
 It makes the sample data when it is missing, starts the local cloud, uploads a trigger file, follows
-the run as its ledger grows (file-system events, not polling the chain), asks the endpoint for a few
-predictions, prints a summary and shuts everything down.
+the run as its ledger grows (file-system events, not polling the chain) and shows its progress as
+`mlrelay status --follow` does (mlrelay.progress: a redrawn table on a terminal, a line per change
+elsewhere), asks the endpoint for a few predictions, prints a summary and shuts everything down.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from events.timestamps import parse_rfc3339
 from functions.local_adapters import LocalStorage, is_staging_name
 from functions.platform import NotFound
 from functions.run_store import RUNS_PREFIX, RunStore, ledger_prefix, manifest_name, run_prefix
+from mlrelay.progress import Follower, LiveDisplay, PlainDisplay
+from mlrelay.run_view import run_records
 
 SAMPLE_INSTANCES = [
     {"is_male": "True", "mother_age": 26.0, "plurality": "Single(1)", "gestation_weeks": 39.0},
@@ -176,11 +179,6 @@ def _mtime(path: Path) -> datetime | None:
         return None
 
 
-def run_records(runs: RunStore, run_id: str) -> list[LedgerEvent]:
-    """A run's ledger records in time order."""
-    return sorted(runs.ledger(run_id).get(run_id, []), key=lambda event: event.time)
-
-
 def state_times(events: list[LedgerEvent]) -> dict[str, datetime]:
     """The first ledger record of each state."""
     firsts: dict[str, datetime] = {}
@@ -256,31 +254,45 @@ def run_demo(root: Path, rows: int, as_json: bool, timeout_s: float = 900.0, req
         runs.storage.write(trigger_name, json.dumps(body).encode())
         trigger_uri = f"gs://{settings.config.bucket}/{trigger_name}"
         print(f"  uploaded {trigger_uri}", file=out)
-        last = [None]
+        display = LiveDisplay(out, began=began) if tty else PlainDisplay(out, prefix="  ", began=began)
+        follower = Follower(runs, display)
 
         def show(run_id, status) -> None:
-            state = status.state.value if status else "waiting"
-            line = f"  [{time.monotonic() - began:6.1f} s] {run_id or '(run starting)'}: {state}"
-            if tty:
-                print("\r" + line.ljust(78), end="", file=out, flush=True)
-            elif line.split(": ")[-1] != last[0]:
-                print(line, file=out, flush=True)
-            last[0] = line.split(": ")[-1]
+            if run_id is None:
+                display.waiting("waiting for the run to start")
+            else:
+                follower.update(run_id)
 
-        status = follow_run(bucket_dir, runs, trigger_uri, timeout_s, show)
-        if tty:
-            print(file=out)
+        try:
+            status = follow_run(bucket_dir, runs, trigger_uri, timeout_s, show)
+        finally:
+            display.close()
         summary = summarize(cloud, runs, bucket_dir, status, trigger_name, rows)
         summary["wall_s"] = round(time.monotonic() - began, 2)
         summary["sample_s"] = round(sample_s, 2)
         summary["local_cloud_ready_s"] = round(cloud.ready_s or 0, 3)
     finally:
         cloud.stop()
+    if summary.get("run_id"):
+        summary["report"] = write_report(runs, summary["run_id"], Path(root).resolve() / "reports")
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(format_summary(summary), file=out)
     return 0 if summary.get("state") == "deployed" else 1
+
+
+def write_report(runs: RunStore, run_id: str, directory: Path) -> str:
+    """The run's report (mlrelay report), written beside the local cloud's state: its path.
+
+    After the cloud has stopped, so that drawing the plots (matplotlib) takes nothing from the run.
+    """
+    from mlrelay.report import render_report
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{run_id}.html"
+    path.write_text(render_report(runs, run_id), encoding="utf-8")
+    return str(path)
 
 
 def summarize(cloud, runs: RunStore, bucket_dir: Path, status: RunStatus | None, trigger_name: str,
@@ -396,4 +408,6 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  {inst['is_male']:<7} {inst['plurality']:<12} age {inst['mother_age']:>4} "
                      f"{inst['gestation_weeks']:>4} wk → {p['weight_pounds']:.2f} lb")
     lines.append(f"wall time {summary.get('wall_s')} s")
+    if summary.get("report"):
+        lines.append(f"the run's report: {summary['report']} (open it in a browser; mlrelay console serves every run)")
     return "\n".join(lines)

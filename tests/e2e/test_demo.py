@@ -12,6 +12,10 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
+# What TensorFlow prints when it starts (its C++ log, absl's, the CUDA probe of a CPU-only
+# build): it belongs in the log of the process that loaded it, never in the demo's output.
+TENSORFLOW_NOISE = ("onednn", "absl", "cuda", "tensorflow/core", "cpu_feature_guard", "e0000 ", "w0000 ", "i0000 ")
+
 
 def test_demo_runs_the_chain_to_deployed_and_reports_a_summary(tmp_path):
     elsewhere = tmp_path / "somewhere-else"
@@ -23,6 +27,17 @@ def test_demo_runs_the_chain_to_deployed_and_reports_a_summary(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
+    for line in (done.stdout + done.stderr).lower().splitlines():
+        assert not any(noise in line for noise in TENSORFLOW_NOISE), line
+    # Not a terminal: the progress is plain lines, one per change, on standard error (--json).
+    progress = done.stderr
+    assert "\x1b" not in progress
+    for words in ("hand-off request → preprocess", "hand-off preprocess → train", "state training",
+                  "hand-off train → deploy", "gate blessed", "release first", "run ended deployed"):
+        assert f"{summary['run_id']}: {words}" in progress, (words, progress)
+    run_dir = elsewhere / "mlrelay-local" / "buckets" / "mlrelay" / "runs" / summary["run_id"]
+    if (run_dir / "train" / "progress.json").exists():  # a trainer that reports its progress
+        assert f"{summary['run_id']}: training " in progress and " examples" in progress, progress
     for key in ("run_id", "state", "stages", "handoffs_ms", "rows", "eval_rmse", "bayes_floor",
                 "model_version", "endpoint", "predictions"):
         assert key in summary, key
@@ -38,6 +53,11 @@ def test_demo_runs_the_chain_to_deployed_and_reports_a_summary(tmp_path):
     state = elsewhere / "mlrelay-local"
     assert (state / "buckets" / "mlrelay" / "runs" / summary["run_id"] / "request.json").exists()
     assert not (state / "local-cloud.json").exists()
+    # And the run's report beside it: one self-contained page with every plot.
+    report = Path(summary["report"])
+    assert report == (state / "reports" / f"{summary['run_id']}.html").resolve()
+    page = report.read_text()
+    assert page.count("<svg") >= 7 and "http://" not in page and "https://" not in page
 
 
 def _processes_mentioning(text: str) -> list[int]:
