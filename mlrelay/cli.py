@@ -192,8 +192,10 @@ def _cmd_console(args: argparse.Namespace) -> int:
 
     storage, bucket = _storage(args)
     label = f"gs://{bucket}" if args.bucket else f"gs://{bucket} = {_bucket_dir(args.root)}"
+    from mlrelay.console.app import local_dead_letters
+
     return serve(RunStore(storage, bucket), args.host, args.port, allow_remote=args.allow_remote,
-                 bucket_label=label)
+                 bucket_label=label, dead_letters=None if args.bucket else local_dead_letters(args.root))
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:

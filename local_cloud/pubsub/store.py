@@ -329,3 +329,27 @@ class BrokerStore:
                                 "error FROM deliveries ORDER BY id")
         return [DeliveryRecord(sub, message_id, attempt, status, latency, _datetime(time_us), outcome, error)
                 for sub, message_id, attempt, status, latency, time_us, outcome, error in rows]
+
+
+def peek(path: str | Path, subscription: str) -> list[tuple[Message, int, str | None]]:
+    """What a subscription holds (message, attempts, last error), read without touching the store.
+
+    For a read-only look at the local cloud's dead letters (mlrelay console): a pull leases the
+    messages, which is a change; this opens the file with writes refused (query_only) and reads
+    one consistent snapshot, beside a broker that may be running (WAL lets readers in).
+    """
+    if not Path(path).exists():
+        return []
+    db = sqlite3.connect(str(path))
+    try:
+        db.execute("PRAGMA query_only=ON")
+        found = db.execute(
+            "SELECT m.seq, m.topic, m.data, m.attributes, m.publish_time_us, m.ordering_key, b.attempts, b.last_error "
+            "FROM backlog b JOIN messages m ON m.seq = b.seq WHERE b.subscription=? ORDER BY m.seq, b.copy",
+            (subscription,)).fetchall()
+    except sqlite3.DatabaseError:
+        return []  # not a store (yet): nothing to show
+    finally:
+        db.close()
+    return [(Message(str(seq), topic, bytes(data), json.loads(attributes), _datetime(publish_us), ordering_key),
+             attempts, last_error) for seq, topic, data, attributes, publish_us, ordering_key, attempts, last_error in found]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from functions.run_store import RunStore
 from mlrelay.console.pages import NAV, error_page, not_found_page, runs_page
@@ -61,7 +61,8 @@ def check_host(host: str, allow_remote: bool) -> None:
             "authentication, to whoever can reach it; pass --allow-remote to serve it there anyway")
 
 
-def create_app(runs: RunStore, *, bucket_label: str | None = None, allow_remote: bool = False):
+def create_app(runs: RunStore, *, bucket_label: str | None = None, allow_remote: bool = False,
+               dead_letters: Callable[[], list[dict]] | None = None):
     """The console's WSGI app over one run store."""
     from flask import Flask, Response, request
 
@@ -83,7 +84,7 @@ def create_app(runs: RunStore, *, bucket_label: str | None = None, allow_remote:
 
     @app.get("/", provide_automatic_options=False)
     def index() -> Response:
-        return html(runs_page(runs, label))
+        return html(runs_page(runs, label, dead_letters() if dead_letters else None))
 
     @app.get("/runs/<run_id>", provide_automatic_options=False)
     def run(run_id: str) -> Response:
@@ -104,18 +105,39 @@ def create_app(runs: RunStore, *, bucket_label: str | None = None, allow_remote:
     return app
 
 
+def local_dead_letters(state_dir) -> Callable[[], list[dict]]:
+    """The local cloud's dead letters as the console lists them, read from its Pub/Sub store
+    without a pull (a pull leases them: not read-only)."""
+    from pathlib import Path
+
+    from functions.config import Config
+    from local_cloud.cloud import FUNCTIONS
+    from local_cloud.pubsub.store import peek
+    from mlrelay.dead_letters import DeadLetter, function_of
+
+    def read() -> list[dict]:
+        letters = []
+        for message, _attempts, _error in peek(Path(state_dir) / "pubsub.sqlite", Config().dead_letter_subscription):
+            letter = DeadLetter(message.message_id, "", message.data, dict(message.attributes), message.publish_time,
+                                function_of(dict(message.attributes), FUNCTIONS))
+            letters.append(letter.to_dict())
+        return letters
+    return read
+
+
 class Console:
     """The app on a threaded werkzeug server: `serve_forever` for the command, `start`/`stop` for tests."""
 
     def __init__(self, runs: RunStore, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-                 allow_remote: bool = False, bucket_label: str | None = None, quiet: bool = False):
+                 allow_remote: bool = False, bucket_label: str | None = None, quiet: bool = False,
+                 dead_letters: Callable[[], list[dict]] | None = None):
         from werkzeug.serving import make_server
 
         check_host(host, allow_remote)
         if quiet:
             logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self.server = make_server(host, port, create_app(runs, bucket_label=bucket_label,
-                                                         allow_remote=allow_remote), threaded=True)
+        self.server = make_server(host, port, create_app(runs, bucket_label=bucket_label, allow_remote=allow_remote,
+                                                         dead_letters=dead_letters), threaded=True)
         self.thread = None
 
     @property
@@ -140,9 +162,11 @@ class Console:
             self.thread.join(timeout=10)
 
 
-def serve(runs: RunStore, host: str, port: int, *, allow_remote: bool, bucket_label: str) -> int:
+def serve(runs: RunStore, host: str, port: int, *, allow_remote: bool, bucket_label: str,
+          dead_letters: Callable[[], list[dict]] | None = None) -> int:
     """`mlrelay console`: serve until Ctrl-C."""
-    console = Console(runs, host, port, allow_remote=allow_remote, bucket_label=bucket_label)
+    console = Console(runs, host, port, allow_remote=allow_remote, bucket_label=bucket_label,
+                      dead_letters=dead_letters)
     print(f"mlrelay console on {console.url} reading {bucket_label} (read-only); Ctrl-C stops", flush=True)
     try:
         console.serve_forever()

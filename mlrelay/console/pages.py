@@ -5,6 +5,7 @@ style sheet and Content-Security-Policy, so the console serves nothing that is n
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
@@ -50,7 +51,7 @@ def _origin(records: list[LedgerEvent]) -> Mapping[str, Any]:
     return {}
 
 
-def runs_page(runs: RunStore, bucket_label: str) -> str:
+def runs_page(runs: RunStore, bucket_label: str, dead_letters: list[dict] | None = None) -> str:
     rows = run_rows(runs)
     releases = runs.releases()
     split = current_split(releases)
@@ -63,9 +64,26 @@ def runs_page(runs: RunStore, bucket_label: str) -> str:
                " (no model has been deployed yet)") + "</p>",
             "<h2>Runs</h2>", _runs_table(rows),
             "<h2>Serving history</h2>", _history_table(releases),
-            "<p><small>Dead letters are not listed here: listing them leases every message of the dead-letter "
-            "subscription, which is not read-only; use <code>mlrelay dead-letters list</code>.</small></p>"]
+            dead_letters_section(dead_letters)]
     return page("mlrelay console", body)
+
+
+def dead_letters_section(letters: list[dict] | None) -> str:
+    """The dead-letter queue, when the console can read it without changing it (the local cloud)."""
+    if letters is None:
+        return ("<p><small>Dead letters of a deployed chain are not listed here: a pull leases them, which "
+                "is not read-only; use <code>mlrelay dead-letters list --project P</code>.</small></p>")
+    if not letters:
+        return '<h2>Dead letters</h2><p id="dead-letters">None: every event was delivered.</p>'
+    out = ['<h2>Dead letters</h2><table id="dead-letters"><tr><th>id</th><th>function</th><th>attempts</th>'
+           '<th>published</th><th>last error</th><th>event</th></tr>']
+    for letter in letters:
+        event = json.dumps(letter["event"], sort_keys=True)
+        out.append(f"<tr><td>{_e(letter['id'])}</td><td>{_e(letter['function'])}</td>"
+                   f"<td>{_e(str(letter['attempts'] or '?'))}</td><td>{_e(letter['publish_time'])}</td>"
+                   f"<td>{_e(letter['last_error'] or 'not kept')}</td><td><code>{_e(event[:300])}</code></td></tr>")
+    out.append("</table><p><small>Replay one with <code>mlrelay dead-letters replay ID</code>.</small></p>")
+    return "".join(out)
 
 
 def _runs_table(rows: list[RunRow]) -> str:

@@ -95,3 +95,27 @@ def test_the_console_serves_over_http_on_loopback(bucket):  # noqa: F811
         assert refused.value.code == 405
     finally:
         console.stop()
+
+
+def test_the_local_clouds_dead_letters_are_listed_without_taking_them(bucket, tmp_path):  # noqa: F811
+    from local_cloud.pubsub.broker import Broker
+    from mlrelay.console.app import local_dead_letters
+    from mlrelay.dead_letters import DEAD_LETTER_SUBSCRIPTION
+
+    state = tmp_path / "state"
+    broker = Broker("local-project", store=state / "pubsub.sqlite")
+    broker.create_topic("mlrelay-dead-letter")
+    broker.subscribe_pull(DEAD_LETTER_SUBSCRIPTION, "mlrelay-dead-letter")
+    broker.publish("mlrelay-dead-letter", b'{"limit": 5}', {
+        "CloudPubSubDeadLetterSourceSubscription": "eventarc-start-pipeline",
+        "CloudPubSubDeadLetterSourceDeliveryCount": "5",
+        "CloudPubSubDeadLetterSourceDeliveryErrorMessage": "HTTP 500 from the function"})
+    try:
+        text = create_app(bucket, dead_letters=local_dead_letters(state)).test_client().get("/").get_data(as_text=True)
+        assert 'id="dead-letters"' in text and "start_pipeline" in text and "HTTP 500 from the function" in text
+        assert "&#34;limit&#34;: 5" in text or "&quot;limit&quot;: 5" in text
+        assert len(broker.pull(DEAD_LETTER_SUBSCRIPTION, 10)) == 1  # still there, never leased by the page
+    finally:
+        broker.stop()
+    empty = create_app(bucket, dead_letters=local_dead_letters(tmp_path / "none")).test_client().get("/")
+    assert "None: every event was delivered." in empty.get_data(as_text=True)
