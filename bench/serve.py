@@ -11,7 +11,6 @@ costs). The hypervisor's CPU steal during the 16-client level is reported beside
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
