@@ -52,6 +52,8 @@ from local_cloud.storage.notifications import eventarc_event_attributes, notific
 from local_cloud.tasks.http import CloudTasksServer
 from local_cloud.tasks.pubsub_target import NotAPubsubPublish, parse_pubsub_publish
 from local_cloud.tasks.service import CloudTasksService
+from local_cloud.tasks.state import FileTaskStore
+from model_server.errors import ApiError
 from local_cloud.vertex.http import ModelServiceServer
 from local_cloud.vertex.registry import ModelService
 
@@ -171,9 +173,13 @@ class LocalCloud:
         self.models.create_endpoint(cfg.endpoint_id, cfg.endpoint_id)  # as deploy.sh does, once
         self.models_server = ModelServiceServer(self.models, "127.0.0.1", 0)
         self.ports["models"] = self.models_server.port
-        self.tasks = CloudTasksService(self._deliver_task)
-        self.tasks.create_queue(f"projects/{cfg.project}/locations/{cfg.region}",
-                                {"name": f"projects/{cfg.project}/locations/{cfg.region}/queues/{cfg.tasks_queue}"})
+        # On disk: a bake's end scheduled before a crash still comes after it.
+        self.tasks = CloudTasksService(self._deliver_task, store=FileTaskStore(self.root / "tasks.json"))
+        queue = f"projects/{cfg.project}/locations/{cfg.region}/queues/{cfg.tasks_queue}"
+        try:
+            self.tasks.get_queue(queue)
+        except ApiError:  # NOT_FOUND: the first start on this directory; deploy.sh creates it in the cloud
+            self.tasks.create_queue(f"projects/{cfg.project}/locations/{cfg.region}", {"name": queue})
         self.tasks_server = CloudTasksServer(self.tasks, "127.0.0.1", 0)
         self.ports["tasks"] = self.tasks_server.port
         self.config = cfg = replace(cfg, local_models_api=f"http://127.0.0.1:{self.ports['models']}",

@@ -1,8 +1,8 @@
 """What the local Cloud Tasks keeps: queues, tasks, and the names of tasks that are gone.
 
-Kept in memory for now, behind `TaskStore`, the one class that would change for the local cloud
-to survive a restart (a SQLite file, say): it holds immutable records and plain JSON, hands out
-nothing it could see changed behind its back, and is told of every change by a call. The
+Kept behind `TaskStore`, in memory, or in a file with `FileTaskStore` (the local cloud's, so that a
+bake's end survives a crash): it holds immutable records and plain JSON, hands out nothing it could
+see changed behind its back, and is told of every change by a call. The
 service (``local_cloud.tasks.service``) serialises every call under its own lock, so the store
 needs none.
 
@@ -15,7 +15,10 @@ That is what makes a named task a once-only action, so a tombstone lasts the ful
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 TOMBSTONE_US = 24 * 3600 * 1_000_000
@@ -131,3 +134,58 @@ class TaskStore:
 def _frozen_copy(record: TaskRecord) -> TaskRecord:
     return replace(record, http_request=copy.deepcopy(dict(record.http_request)),
                    retry_config=copy.deepcopy(dict(record.retry_config)) if record.retry_config else None)
+
+
+class FileTaskStore(TaskStore):
+    """The same store kept in a JSON file, replaced whole after every change: the local cloud's.
+
+    A bake's end is a task due minutes after it is made; with the store in memory, a local cloud
+    that crashed meanwhile lost it and the reconcile sweep had to end the bake. The service holds
+    its lock around every call, so each write sees one consistent state. A local queue holds a
+    few tasks, so rewriting the whole file costs nothing worth a database.
+    """
+
+    def __init__(self, path: Path, tombstone_us: int = TOMBSTONE_US):
+        super().__init__(tombstone_us)
+        self.path = Path(path)
+        try:
+            saved = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return
+        self._queues = saved["queues"]
+        self._tasks = {task["name"]: _record_from_json(task) for task in saved["tasks"]}
+        self._tombstones = {name: int(until) for name, until in saved["tombstones"].items()}
+
+    def _save(self) -> None:
+        state = {"queues": self._queues, "tasks": [asdict(task) for task in self._tasks.values()],
+                 "tombstones": self._tombstones}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.path)
+
+    def add_queue(self, queue: Mapping[str, Any]) -> None:
+        super().add_queue(queue)
+        self._save()
+
+    def add_task(self, record: TaskRecord) -> None:
+        super().add_task(record)
+        self._save()
+
+    def save_task(self, record: TaskRecord) -> None:
+        super().save_task(record)
+        self._save()
+
+    def remove_task(self, name: str, now_us: int) -> None:
+        super().remove_task(name, now_us)
+        self._save()
+
+
+def _record_from_json(task: Mapping[str, Any]) -> TaskRecord:
+    def attempt(value: Mapping[str, Any] | None) -> Attempt | None:
+        if value is None:
+            return None
+        status = value.get("response_status")
+        return Attempt(**{**value, "response_status": tuple(status) if status is not None else None})
+
+    return TaskRecord(**{**task, "first_attempt": attempt(task.get("first_attempt")),
+                         "last_attempt": attempt(task.get("last_attempt"))})

@@ -130,3 +130,28 @@ def test_list_pages_and_views(service_with):
         with pytest.raises(ApiError) as refused:
             service.list_tasks(QUEUE, **bad)
         assert refused.value.status == "INVALID_ARGUMENT"
+
+
+def test_a_task_kept_in_a_file_is_dispatched_by_the_next_service_and_its_name_stays_taken(tmp_path):
+    from local_cloud.tasks.state import FileTaskStore
+
+    path = tmp_path / "tasks.json"
+    first = CloudTasksService(Target(), store=FileTaskStore(path))
+    first.create_queue(LOCATION, {"name": QUEUE})
+    first.create_task(QUEUE, _task("bake-end-r", 0.6))  # due after this service is gone
+    first.create_task(QUEUE, _task("done-soon", 0.0))
+    first.wait_idle(2)
+    first.close()  # as a crash would leave it: the file is all that remains
+
+    target = Target()
+    second = CloudTasksService(target, store=FileTaskStore(path))
+    try:
+        assert second.get_queue(QUEUE)["name"] == QUEUE
+        (request,) = target.wait_for(1)
+        assert request["headers"]["X-CloudTasks-TaskName"] == "bake-end-r"
+        assert second.wait_idle(2) and second.list_tasks(QUEUE) == {}
+        with pytest.raises(ApiError, match="executed too recently"):  # an executed task's name stays taken
+            second.create_task(QUEUE, _task("done-soon", 0))
+    finally:
+        second.close()
+    assert FileTaskStore(path).task(f"{QUEUE}/tasks/bake-end-r") is None
