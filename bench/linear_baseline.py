@@ -51,7 +51,8 @@ def read_split(files: Sequence[str]) -> Split:
     )
 
 
-def _vocabulary_codes(values: np.ndarray, vocabulary: Sequence[str], name: str) -> np.ndarray:
+def vocabulary_codes(values: np.ndarray, vocabulary: Sequence[str], name: str) -> np.ndarray:
+    """Each value's index in ``vocabulary``; ValueError naming ``name`` for a value outside it."""
     lookup = {value: index for index, value in enumerate(vocabulary)}
     inverse, unique = pd.factorize(values)
     unknown = [value for value in unique if value not in lookup]
@@ -74,8 +75,8 @@ def feature_codes(split: Split) -> np.ndarray:
     """
     offsets = np.cumsum((0,) + GROUP_WIDTHS[:-1])
     groups = [
-        _vocabulary_codes(split.is_male, schema.IS_MALE_VALUES, "is_male"),
-        _vocabulary_codes(split.plurality, schema.PLURALITY_VALUES, "plurality"),
+        vocabulary_codes(split.is_male, schema.IS_MALE_VALUES, "is_male"),
+        vocabulary_codes(split.plurality, schema.PLURALITY_VALUES, "plurality"),
         np.searchsorted(schema.MOTHER_AGE_BOUNDARIES, split.mother_age, side="right"),
         np.searchsorted(schema.GESTATION_WEEKS_BOUNDARIES, split.gestation_weeks, side="right"),
     ]

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import coldstart, demo, handoff, linear_baseline, polling, preprocess, report, serve, train
+from bench import boosted_baseline, coldstart, demo, handoff, linear_baseline, polling, preprocess, report, serve, train
+from bench import seeds as seed_spread
 from bench.preprocess_baseline import same_rows
 from bench.processes import process_tree, tree_rss_bytes
 from bench.settings import BenchSettings
@@ -226,6 +227,35 @@ def test_least_squares_on_the_one_hot_features_recovers_an_additive_truth():
         linear_baseline.feature_codes(bad)
 
 
+def test_boosted_trees_learn_an_interaction_the_one_hot_linear_fit_cannot():
+    rng = np.random.default_rng(1)
+    n = 6000
+    features = dict(
+        is_male=rng.choice(["True", "False", "Unknown"], n).astype(object),
+        plurality=rng.choice(["Single(1)", "Twins(2)"], n).astype(object),
+        mother_age=rng.integers(15, 45, n).astype(float),
+        gestation_weeks=rng.integers(30, 44, n).astype(float),
+    )
+    truth = 7.0 + np.where(features["plurality"] == "Single(1)", 0.25, -0.1) * (features["gestation_weeks"] - 37)
+    split = linear_baseline.Split(label=truth + rng.normal(0, 0.1, n), **features)
+    boosted = boosted_baseline.fit(split)
+    linear = linear_baseline.fit(split)
+    boosted_error = linear_baseline.rmse(boosted.predict(split), truth)
+    assert boosted_error < 0.05 < linear_baseline.rmse(linear.predict(split), truth)
+    assert 0 < boosted.trees <= boosted_baseline.MAX_TREES and boosted.fit_s > 0
+    assert boosted.settings["learning_rate"] == 0.05
+
+
+def test_seed_spread_is_max_minus_min_with_the_sample_standard_deviation():
+    summary = seed_spread.spread([1, 2, 3], [1.040, 1.046, 1.043], floor=1.0348)
+    assert summary["seeds"] == [1, 2, 3] and summary["eval_rmse"] == [1.04, 1.046, 1.043]
+    assert summary["spread_lb"] == 0.006 and summary["std_lb"] == 0.003 and summary["mean_lb"] == 1.043
+    assert summary["rmse_over_floor"][0] == round(1.040 / 1.0348, 4)
+    assert seed_spread.spread([1], [1.05])["std_lb"] is None
+    with pytest.raises(ValueError, match="one RMSE per seed"):
+        seed_spread.spread([1, 2], [1.05])
+
+
 def test_a_load_client_retries_a_refused_connection_then_gives_up():
     import socket
 
@@ -330,6 +360,26 @@ def test_train_benchmark_reports_the_trainer_and_least_squares_against_the_bayes
     assert result["linear"]["eval_rmse"] < result["trainer"]["baseline_rmse"]
     assert Path(quick.artifacts["model_dir"], "saved_model.pb").exists()
     assert "least squares" in train.table(result)
+
+
+@pytest.mark.slow
+def test_train_benchmark_reports_its_peers_and_one_rmse_per_seed(quick):
+    result = train.run(quick, seeds=2)
+    floor = result["bayes_floor"]
+    for side in ("linear", "boosted"):
+        figures = result[side]
+        assert np.isfinite(figures["eval_rmse"]) and _positive(figures["fit_s"])
+        # A tiny eval split can land a little under its floor by chance; never far under.
+        assert 0.95 < figures["rmse_over_floor"] < 1.5
+        assert figures["rmse_over_floor"] == pytest.approx(figures["eval_rmse"] / floor, abs=1e-4)
+    assert result["boosted"]["trees"] > 0 and result["boosted"]["library"].startswith("lightgbm ")
+    seeds = result["seeds"]
+    assert seeds["seeds"] == [1, 2] and len(seeds["eval_rmse"]) == 2 and len(seeds["process_wall_s"]) == 2
+    assert seeds["eval_rmse"][0] == result["trainer"]["eval_rmse"]
+    assert seeds["spread_lb"] == pytest.approx(max(seeds["eval_rmse"]) - min(seeds["eval_rmse"]), abs=2e-5)
+    assert seeds["std_lb"] is not None and seeds["std_lb"] >= 0
+    text = train.table(result)
+    assert "boosted trees" in text and "seeds 1..2" in text
 
 
 @pytest.mark.slow
