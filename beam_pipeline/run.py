@@ -7,18 +7,33 @@ that fails later writes no manifest, so nothing downstream starts.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.runner import PipelineState
+# Importing Beam leaves about 190,000 objects tracked by the cyclic garbage collector, all
+# alive until the process ends. While they are made, the collector runs some 460 times and
+# frees next to nothing (about 0.25 of the 1.0 CPU s the imports cost); afterwards, every
+# full collection during the run and the collections at interpreter exit walk them all again
+# (about 0.5 CPU s more). So the collector is paused for these imports, and what they made
+# is frozen (moved out of its view; plain reference counting still frees it). Measured on
+# 2 cores, 1M Parquet rows, DirectRunner: about 0.7 of the process's 4.3 CPU s.
+_COLLECTING = gc.isenabled()
+gc.disable()
+try:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.runner import PipelineState
 
-from beam_pipeline import manifest, options, records, sources
-from beam_pipeline.pipeline import build_pipeline
+    from beam_pipeline import manifest, options, records, sources
+    from beam_pipeline.pipeline import build_pipeline
+finally:
+    gc.freeze()
+    if _COLLECTING:
+        gc.enable()
 
 _LOG = logging.getLogger(__name__)
 

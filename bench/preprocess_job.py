@@ -1,7 +1,8 @@
 """One preprocessing run in a fresh process, for the ``preprocess`` benchmark.
 
 ``python -m bench.preprocess_job beam|arrow --source FILE --out DIR`` prints one JSON line:
-the seconds spent importing and transforming, and the counts. Run as a child so that each
+the seconds spent importing and transforming, the CPU seconds of each (``import_cpu_s``
+counts from the interpreter's start), and the counts. Run as a child so that each
 implementation's CPU time (``os.wait4``) and imports are its own.
 """
 from __future__ import annotations
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         counts = preprocess(args.source, args.out)
     finished = time.perf_counter()
-    print(json.dumps({"import_s": round(imported - began, 4), "transform_s": round(finished - imported, 4),
+    print(json.dumps({"import_s": round(imported - began, 4), "import_cpu_s": round(cpu_before, 4),
+                      "transform_s": round(finished - imported, 4),
                       "transform_cpu_s": round(_cpu_s() - cpu_before, 4), **counts}))
     return 0
 

@@ -301,6 +301,22 @@ def test_arrow_coder_sends_only_the_rows_of_a_slice():
     assert len(encoded) < len(coder.encode(table)) / 5
 
 
+def test_arrow_coder_estimates_a_slice_by_its_rows_without_encoding(monkeypatch):
+    table = records.conform(_table(VALID_ROWS), "test")
+    coder = ArrowTableCoder()
+    monkeypatch.setattr(ArrowTableCoder, "encode", lambda self, value: pytest.fail("encoded"))
+    assert 0 < coder.estimate_size(table.slice(100, 10)) < coder.estimate_size(table) / 5
+    assert coder.estimate_size(table.slice(0, 0)) == 0
+
+
+def test_importing_the_pipeline_leaves_the_garbage_collector_running():
+    # run.py pauses the collector while Beam is imported; a fresh process shows it resumed.
+    code = "import gc, beam_pipeline.run; print(gc.isenabled(), gc.get_freeze_count() > 0)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["True", "True"]
+
+
 def test_bigquery_rows_become_a_conformed_table():
     rows = [dict(row, extra="ignored") for row in VALID_ROWS[:3]] + [{"year": 2004}]
     table = sources.rows_to_table(rows)
