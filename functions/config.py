@@ -81,11 +81,11 @@ class Config:
     gate_tolerance: float = 0.003
     gate_slice_tolerance: float = 0.02
     tasks_queue: str = "mlrelay-release"
+    tasks_service_account: str = ""
     # The reconcile sweep: Cloud Scheduler publishes to this topic every few minutes, and the sweep
     # asks the APIs about each unfinished run that has written nothing for this many seconds.
     reconcile_topic: str = "mlrelay-reconcile"
     reconcile_after_seconds: int = 600
-    tasks_service_account: str = ""
     # The same request from the same origin (one trigger file's name, one topic) within this many
     # seconds of the last is refused, not run again: a burst of uploads or publishes starts one
     # run. 0 turns the guard off.

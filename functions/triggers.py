@@ -103,10 +103,14 @@ def _not_of_type(cloud_event: Any, expected: str) -> NotForUs | None:
 
 
 def _delivery(cloud_event: Any, topic: str | None) -> MessageDelivery | NotForUs:
-    """A messagePublished event's message, once its source names a topic (`topic`, when given).
+    """A messagePublished event's message, once its type is that and its source names a topic
+    (`topic`, when given): every Pub/Sub trigger's first check.
 
     The source is the topic the Eventarc trigger is bound to; a message of another topic is a
     misrouted trigger or a forged event, which a retry would not make right."""
+    wrong = _not_of_type(cloud_event, MESSAGE_PUBLISHED_EVENT_TYPE)
+    if wrong:
+        return wrong
     try:
         source_topic = topic_from_source(cloud_event.get("source") or "")
         delivery = parse_message_published(cloud_event.data)
@@ -119,9 +123,6 @@ def _delivery(cloud_event: Any, topic: str | None) -> MessageDelivery | NotForUs
 
 def decode_start(cloud_event: Any, *, topic: str | None = None) -> StartTrigger | NotForUs:
     """messagePublished on the start topic (`topic`: its name, to refuse messages of any other)."""
-    wrong = _not_of_type(cloud_event, MESSAGE_PUBLISHED_EVENT_TYPE)
-    if wrong:
-        return wrong
     event_id = cloud_event["id"]
     delivery = _delivery(cloud_event, topic)
     if isinstance(delivery, NotForUs):
@@ -183,9 +184,6 @@ def decode_object_finalized(cloud_event: Any) -> ManifestWritten | NotForUs:
 
 def decode_job_event(cloud_event: Any, *, topic: str | None = None) -> JobEnded | NotForUs:
     """messagePublished on the job-events topic: a LogEntry the log sink forwarded."""
-    wrong = _not_of_type(cloud_event, MESSAGE_PUBLISHED_EVENT_TYPE)
-    if wrong:
-        return wrong
     delivery = _delivery(cloud_event, topic)
     if isinstance(delivery, NotForUs):
         return delivery
@@ -247,9 +245,6 @@ class RollbackAsked:
 
 def decode_release(cloud_event: Any, *, topic: str | None = None) -> BakeEnded | RollbackAsked | NotForUs:
     """messagePublished on the release topic: a bake's end or a rollback request, JSON in the data."""
-    wrong = _not_of_type(cloud_event, MESSAGE_PUBLISHED_EVENT_TYPE)
-    if wrong:
-        return wrong
     event_id = cloud_event["id"]
     delivery = _delivery(cloud_event, topic)
     if isinstance(delivery, NotForUs):
@@ -304,8 +299,5 @@ class SweepAsked:
 
 def decode_sweep(cloud_event: Any, *, topic: str | None = None) -> SweepAsked | NotForUs:
     """messagePublished on the reconcile topic: any message of it is a tick."""
-    wrong = _not_of_type(cloud_event, MESSAGE_PUBLISHED_EVENT_TYPE)
-    if wrong:
-        return wrong
     delivery = _delivery(cloud_event, topic)
     return delivery if isinstance(delivery, NotForUs) else SweepAsked(cloud_event["id"])
