@@ -147,11 +147,7 @@ class JobRunner:
             unfinished = [job for job in self._jobs.values() if not job.finished and job.process is None]
         for job in [job for job in unfinished if job.state == "JOB_STATE_CANCELLING"]:
             unfinished.remove(job)  # its owner asked it to stop: it ends as it would have
-            job.state, job.ended = "JOB_STATE_CANCELLED", _now()
-            job.resource.update(state=job.state, endTime=job.ended, startTime=job.started)
-            self._save(job)
-            for entry in self._terminal_entries(job):
-                self.write_log(entry)
+            self._end(job, "JOB_STATE_CANCELLED")
         for job in unfinished:
             job.restarts += 1
             job.launched = False
@@ -298,6 +294,10 @@ class JobRunner:
             final = "JOB_STATE_FAILED"
             tail = [l for l in job.log_lines if l.strip()][-3:]
             job.error = f"exit code {code}: " + " | ".join(tail)
+        self._end(job, final)
+
+    def _end(self, job: LocalJob, final: str) -> None:
+        """The job reached `final`: its record says so, then the service's terminal lines are logged."""
         job.state = final
         job.ended = _now()
         job.resource.update(state=final, endTime=job.ended, startTime=job.started)

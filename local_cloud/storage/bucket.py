@@ -173,13 +173,15 @@ class BucketWatcher(FileSystemEventHandler):
             for file_name in files:
                 file_path = Path(directory) / file_name
                 try:
-                    if file_path.stat().st_mtime_ns >= since:
-                        missed.append((file_path.stat().st_mtime_ns, file_path))
+                    modified = file_path.stat().st_mtime_ns
                 except FileNotFoundError:
                     continue
-        for _, file_path in sorted(missed):  # oldest first, as they were written
-            if object_name(self.bucket_dir, file_path) is not None and not is_open_for_writing(file_path):
-                self.caught_up.append(object_name(self.bucket_dir, file_path) or "")
+                name = object_name(self.bucket_dir, file_path)
+                if modified >= since and name is not None:
+                    missed.append((modified, name, file_path))
+        for _, name, file_path in sorted(missed):  # oldest first, as they were written
+            if not is_open_for_writing(file_path):  # one still being written gets its close event
+                self.caught_up.append(name)
                 self._finalize(file_path)
         if self.caught_up:
             log.info("notified %d object(s) written while no local cloud ran", len(self.caught_up))
