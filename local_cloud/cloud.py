@@ -129,8 +129,6 @@ class LocalCloud:
         self.buckets_root = self.root / "buckets"
         self.bucket_dir = self.buckets_root / settings.config.bucket
         self.processes: dict[str, subprocess.Popen] = {}
-        self.function_restarts: dict[str, int] = {}
-        self.resumed_jobs: list = []
         self._stopping = False
         self.ports: dict[str, int] = {}
         self._servers: list = []
@@ -196,7 +194,7 @@ class LocalCloud:
         if wait_ready:
             self._wait_functions_ready()  # before any delivery: a function not yet up would refuse it
         self.broker.start()
-        self.resumed_jobs = self.jobs.resume()
+        self.jobs.resume()
         self.watcher = BucketWatcher(cfg.bucket, self.bucket_dir, self._on_finalize,
                                      watermark=self.root / "storage-watermark")
         self.watcher.start()
@@ -305,7 +303,6 @@ class LocalCloud:
                 return
             restarts += 1
             log.warning("function %s exited with status %s; starting it again (restart %d)", name, code, restarts)
-            self.function_restarts[name] = restarts
             time.sleep(min(10.0, 0.2 * 2 ** min(restarts, 6)))  # a server that dies at start is not spun
             if self._stopping:
                 return

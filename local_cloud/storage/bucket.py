@@ -148,7 +148,6 @@ class BucketWatcher(FileSystemEventHandler):
         self._observer: InotifyObserver | None = None
         self._watermark_path = watermark
         self._watermark_ns = 0
-        self.caught_up: list[str] = []  # the objects the last start finalized from the watermark
 
     def start(self) -> None:
         self.bucket_dir.mkdir(parents=True, exist_ok=True)
@@ -176,15 +175,15 @@ class BucketWatcher(FileSystemEventHandler):
                     modified = file_path.stat().st_mtime_ns
                 except FileNotFoundError:
                     continue
-                name = object_name(self.bucket_dir, file_path)
-                if modified >= since and name is not None:
-                    missed.append((modified, name, file_path))
-        for _, name, file_path in sorted(missed):  # oldest first, as they were written
+                if modified >= since and object_name(self.bucket_dir, file_path) is not None:
+                    missed.append((modified, file_path))
+        caught_up = 0
+        for _, file_path in sorted(missed):  # oldest first, as they were written
             if not is_open_for_writing(file_path):  # one still being written gets its close event
-                self.caught_up.append(name)
+                caught_up += 1
                 self._finalize(file_path)
-        if self.caught_up:
-            log.info("notified %d object(s) written while no local cloud ran", len(self.caught_up))
+        if caught_up:
+            log.info("notified %d object(s) written while no local cloud ran", caught_up)
 
     def _save_watermark(self) -> None:
         if self._watermark_path is None:
