@@ -56,7 +56,6 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -72,22 +71,24 @@ from local_cloud.pubsub.delivery import (
 )
 from local_cloud.pubsub.eventarc import EventFormat, PubsubMessagePublished, PushContext
 from local_cloud.pubsub.messages import Message, validate_message, validate_resource_name
-from local_cloud.pubsub.retry_policy import (
-    MAX_BACKOFF_S,
-    MAX_DELIVERY_ATTEMPTS,
-    MIN_DELIVERY_ATTEMPTS,
-    backoff_delay,
-    dead_letter_attributes,
+from local_cloud.pubsub.retry_policy import backoff_delay, dead_letter_attributes
+from local_cloud.pubsub.store import BrokerStore, RowKey
+from local_cloud.pubsub.subscriptions import (
+    MAX_ACK_DEADLINE_S,
+    MIN_ACK_DEADLINE_S,
+    Subscription,
+    SubscriptionInfo,
+    check_ack_deadline,
+    check_ack_ids,
+    check_retry_policy,
+    is_number,
 )
-from local_cloud.pubsub.store import BrokerStore, RowKey, StoredSubscription, parse_ack_id
 
 __all__ = ["Broker", "BrokerStopped", "DeliveryRecord", "NotAPullSubscription", "PulledMessage", "ResourceNotFound",
            "SubscriptionInfo"]
 
 log = logging.getLogger(__name__)
 
-# Limits Pub/Sub enforces on a subscription's ack deadline, and on the deadline ModifyAckDeadline sets.
-MIN_ACK_DEADLINE_S, MAX_ACK_DEADLINE_S = 10.0, 600.0
 # The last error of an attempt that was in flight when the broker's process ended.
 CUT_SHORT = "no answer: the broker's process ended during this delivery attempt"
 
@@ -110,66 +111,6 @@ class PulledMessage(NamedTuple):
     ack_id: str
     message: Message
     delivery_attempt: int
-
-
-@dataclass(frozen=True)
-class SubscriptionInfo:
-    """A subscription's settings, as GetSubscription reports them. `kind` is push, callback or pull."""
-
-    name: str
-    topic: str
-    kind: str
-    ack_deadline_s: float
-    endpoint_url: str | None
-    retry: bool
-    min_backoff_s: float
-    max_backoff_s: float
-    max_delivery_attempts: int
-    dead_letter_topic: str | None
-
-
-@dataclass
-class _Subscription:
-    name: str
-    topic: str
-    kind: str  # "push", "callback" or "pull"
-    target: PushTarget | CallbackTarget | None = None  # None until this broker subscribes it (push, callback)
-    endpoint_url: str | None = None
-    retry: bool = False
-    min_backoff_s: float = 0.5
-    max_backoff_s: float = 10.0
-    max_delivery_attempts: int = 5
-    dead_letter_topic: str | None = None
-    duplicate_deliveries: int = 1
-    ack_deadline_s: float = MAX_ACK_DEADLINE_S
-    first_seq: int = 0  # the first message it received: redeliver accepts no earlier one
-
-    _KEPT = ("endpoint_url", "retry", "min_backoff_s", "max_backoff_s", "max_delivery_attempts",
-             "dead_letter_topic", "duplicate_deliveries", "ack_deadline_s")
-
-    @property
-    def copies(self) -> int:
-        return 1 if self.kind == "pull" else self.duplicate_deliveries
-
-    @property
-    def delivered_here(self) -> bool:
-        """Whether this broker delivers its messages (a pull subscription's are pulled instead)."""
-        return self.kind != "pull" and self.target is not None
-
-    def stored(self) -> StoredSubscription:
-        return StoredSubscription(self.name, self.topic, self.kind, {k: getattr(self, k) for k in self._KEPT},
-                                  self.first_seq)
-
-    @classmethod
-    def from_store(cls, stored: StoredSubscription) -> _Subscription:
-        known = {f.name for f in fields(cls)} & set(cls._KEPT)
-        return cls(stored.name, stored.topic, stored.kind, first_seq=stored.first_seq,
-                   **{k: v for k, v in stored.config.items() if k in known})
-
-    def info(self) -> SubscriptionInfo:
-        return SubscriptionInfo(self.name, self.topic, self.kind, self.ack_deadline_s, self.endpoint_url, self.retry,
-                                self.min_backoff_s, self.max_backoff_s, self.max_delivery_attempts,
-                                self.dead_letter_topic)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,9 +137,9 @@ class Broker:
         self._cond = threading.Condition(threading.RLock())
         self._store = BrokerStore(store)
         self._topics: dict[str, list[str]] = {topic: [] for topic in self._store.topics()}
-        self._subscriptions: dict[str, _Subscription] = {}
+        self._subscriptions: dict[str, Subscription] = {}
         for stored in self._store.subscriptions():
-            self._subscriptions[stored.name] = _Subscription.from_store(stored)
+            self._subscriptions[stored.name] = Subscription.from_store(stored)
             self._topics[stored.topic].append(stored.name)
         cut_short = self._store.release_in_flight(CUT_SHORT)
         if cut_short:
@@ -325,9 +266,9 @@ class Broker:
                 f"subscription {name!r} is on topic {topic!r} but its event format names topic "
                 f"{event_format.topic!r}"
             )
-        _check_ack_deadline(ack_deadline_s)
+        check_ack_deadline(ack_deadline_s)
         target = PushTarget(endpoint_url, event_format, float(ack_deadline_s), self._http)
-        self._add_subscription(_Subscription(
+        self._add_subscription(Subscription(
             name, topic, "push", target, endpoint_url, bool(retry), float(min_backoff_s), float(max_backoff_s),
             max_delivery_attempts, dead_letter_topic, duplicate_deliveries, float(ack_deadline_s),
         ))
@@ -336,7 +277,7 @@ class Broker:
         """An in-process subscriber: `fn(message)` for every message of `topic`, one attempt each."""
         if not callable(fn):
             raise ValueError(f"fn must be callable, got {fn!r}")
-        self._add_subscription(_Subscription(name, topic, "callback", CallbackTarget(fn)))
+        self._add_subscription(Subscription(name, topic, "callback", CallbackTarget(fn)))
 
     def subscribe_pull(self, name: str, topic: str, *, ack_deadline_s: float = MIN_ACK_DEADLINE_S) -> None:
         """A pull subscription: it keeps every message of `topic` until a subscriber acknowledges it.
@@ -344,8 +285,8 @@ class Broker:
         `ack_deadline_s` is how long a `pull` leases a message unless the pull says otherwise
         (Pub/Sub's default, 10 s).
         """
-        _check_ack_deadline(ack_deadline_s)
-        self._add_subscription(_Subscription(name, topic, "pull", ack_deadline_s=float(ack_deadline_s)))
+        check_ack_deadline(ack_deadline_s)
+        self._add_subscription(Subscription(name, topic, "pull", ack_deadline_s=float(ack_deadline_s)))
 
     def delete_subscription(self, name: str) -> None:
         """Delete a subscription and its backlog (a store keeps a subscription until it is deleted)."""
@@ -362,9 +303,9 @@ class Broker:
         with self._cond:
             return self._known_subscription(name).info()
 
-    def _add_subscription(self, sub: _Subscription) -> None:
+    def _add_subscription(self, sub: Subscription) -> None:
         validate_resource_name("subscription", sub.name)
-        _check_retry_policy(sub, self.workers)
+        check_retry_policy(sub, self.workers)
         with self._cond:
             if sub.name in self._subscribed:
                 raise ValueError(f"subscription {sub.name!r} already exists")
@@ -390,7 +331,7 @@ class Broker:
                 for row in self._store.rows(sub.name):
                     self._enqueue(row.key, row.due)
 
-    def _known_subscription(self, name: str) -> _Subscription:
+    def _known_subscription(self, name: str) -> Subscription:
         sub = self._subscriptions.get(name)
         if sub is None:
             raise ResourceNotFound(f"no subscription {name!r}")
@@ -511,7 +452,7 @@ class Broker:
         with self._cond:
             return self._settle(sub, message, key, attempt, outcome, started_at, latency)
 
-    def _settle(self, sub: _Subscription, message: Message, key: RowKey, attempt: int, outcome: DeliveryOutcome,
+    def _settle(self, sub: Subscription, message: Message, key: RowKey, attempt: int, outcome: DeliveryOutcome,
                 started_at: datetime, latency: float) -> bool:
         """Record an attempt and act on it in one transaction; True when a retry is scheduled."""
         if outcome.acked:
@@ -584,7 +525,7 @@ class Broker:
         """
         if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
             raise ValueError(f"max_messages must be a positive integer, got {max_messages!r}")
-        if ack_deadline_s is not None and not _is_number(ack_deadline_s, 0.0, MAX_ACK_DEADLINE_S, low_open=True):
+        if ack_deadline_s is not None and not is_number(ack_deadline_s, 0.0, MAX_ACK_DEADLINE_S, low_open=True):
             raise ValueError(f"ack_deadline_s must be in (0, {MAX_ACK_DEADLINE_S:g}], got {ack_deadline_s!r}")
         with self._cond:
             sub = self._pull_subscription(subscription)
@@ -601,7 +542,7 @@ class Broker:
         An ack id whose lease ran out and was given to another pull, or was acknowledged already,
         is ignored, as Pub/Sub does; a string that was never an ack id is a ValueError.
         """
-        ack_ids = _check_ack_ids(ack_ids)
+        ack_ids = check_ack_ids(ack_ids)
         with self._cond:
             self._pull_subscription(subscription)
             with self._store.transaction():
@@ -612,8 +553,8 @@ class Broker:
 
         Returns how many leases were changed (those that ended already are ignored).
         """
-        ack_ids = _check_ack_ids(ack_ids)
-        if not _is_number(seconds, 0.0, MAX_ACK_DEADLINE_S):
+        ack_ids = check_ack_ids(ack_ids)
+        if not is_number(seconds, 0.0, MAX_ACK_DEADLINE_S):
             raise ValueError(f"the ack deadline must be between 0 and {MAX_ACK_DEADLINE_S:g} seconds, got {seconds!r}")
         with self._cond:
             self._pull_subscription(subscription)
@@ -621,7 +562,7 @@ class Broker:
             with self._store.transaction():
                 return self._store.extend(subscription, ack_ids, due)
 
-    def _pull_subscription(self, name: str) -> _Subscription:
+    def _pull_subscription(self, name: str) -> Subscription:
         if self._state == "stopped":
             raise BrokerStopped("the broker is stopped")
         sub = self._known_subscription(name)
@@ -630,55 +571,3 @@ class Broker:
                                        "delivered, not pulled")
         return sub
 
-
-def _is_number(value: object, low: float, high: float, *, low_open: bool = False) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return (low < value if low_open else low <= value) and value <= high
-
-
-def _check_ack_ids(ack_ids: object) -> list[str]:
-    if isinstance(ack_ids, str) or not isinstance(ack_ids, (list, tuple)):
-        raise ValueError(f"ack_ids must be a list of ack ids, got {type(ack_ids).__name__}")
-    for ack_id in ack_ids:
-        if parse_ack_id(ack_id) is None:
-            raise ValueError(f"invalid ack id {ack_id!r}")
-    return list(ack_ids)
-
-
-def _check_ack_deadline(ack_deadline_s: object) -> None:
-    if not _is_number(ack_deadline_s, MIN_ACK_DEADLINE_S, MAX_ACK_DEADLINE_S):
-        raise ValueError(
-            f"ack_deadline_s must be between {MIN_ACK_DEADLINE_S:g} and {MAX_ACK_DEADLINE_S:g} "
-            f"(Pub/Sub's limits), got {ack_deadline_s}"
-        )
-
-
-def _check_retry_policy(sub: _Subscription, workers: int) -> None:
-    if not 0.0 <= sub.min_backoff_s <= sub.max_backoff_s <= MAX_BACKOFF_S:
-        raise ValueError(
-            f"subscription {sub.name!r}: need 0 <= min_backoff_s <= max_backoff_s <= {MAX_BACKOFF_S:g}, "
-            f"got {sub.min_backoff_s} and {sub.max_backoff_s}"
-        )
-    attempts = sub.max_delivery_attempts
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or not (
-        MIN_DELIVERY_ATTEMPTS <= attempts <= MAX_DELIVERY_ATTEMPTS
-    ):
-        raise ValueError(
-            f"subscription {sub.name!r}: max_delivery_attempts must be an integer between "
-            f"{MIN_DELIVERY_ATTEMPTS} and {MAX_DELIVERY_ATTEMPTS}, as Pub/Sub requires; got {attempts!r}"
-        )
-    if sub.dead_letter_topic is not None:
-        if not sub.retry:
-            raise ValueError(
-                f"subscription {sub.name!r}: a dead-letter topic needs retry=True; without retry a failed "
-                "delivery is acknowledged after one attempt and never dead-lettered"
-            )
-        if sub.dead_letter_topic == sub.topic:
-            raise ValueError(f"subscription {sub.name!r}: the dead-letter topic cannot be its own topic")
-    dupes = sub.duplicate_deliveries
-    if isinstance(dupes, bool) or not isinstance(dupes, int) or not 1 <= dupes <= workers:
-        raise ValueError(
-            f"subscription {sub.name!r}: duplicate_deliveries must be between 1 and the broker's "
-            f"{workers} workers (so the copies run at once), got {dupes!r}"
-        )
