@@ -78,8 +78,8 @@ class Config:
     canary_percent: int = 10
     bake_seconds: int = 900
     gate_min_improvement: float = 0.05
-    gate_tolerance: float = 0.003
-    gate_slice_tolerance: float = 0.02
+    gate_tolerance: float = 0.002
+    gate_slice_tolerance: float = 0.01
     tasks_queue: str = "mlrelay-release"
     tasks_service_account: str = ""
     # The reconcile sweep: Cloud Scheduler publishes to this topic every few minutes, and the sweep

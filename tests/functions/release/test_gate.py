@@ -29,8 +29,8 @@ def document(candidate=1.0, mean=2.0, champion: object = "none", slices=None, ch
 
 
 def _slices(spec):
-    """{key: rmse} (500 rows each) or {key: (rmse, rows)}."""
-    return {key: {"rmse": v[0], "rows": v[1]} if isinstance(v, tuple) else {"rmse": v, "rows": 500}
+    """{key: rmse} (5,000 rows each: above the default min_slice_rows) or {key: (rmse, rows)}."""
+    return {key: {"rmse": v[0], "rows": v[1]} if isinstance(v, tuple) else {"rmse": v, "rows": 5000}
             for key, v in spec.items()}
 
 
@@ -96,7 +96,7 @@ def test_the_candidate_may_be_at_most_tolerance_worse_than_the_champion(champion
 
 def test_a_worse_candidate_says_by_how_much():
     assert decided(document(1.02, mean=10.0, champion=1.0)).reason == (
-        "not blessed: candidate RMSE 1.02 is 2 % worse than the champion's 1, more than the 0.3 % allowed")
+        "not blessed: candidate RMSE 1.02 is 2 % worse than the champion's 1, more than the 0.2 % allowed")
 
 
 def test_both_bounds_apply_and_the_value_bound_leads_the_reason():
@@ -110,19 +110,19 @@ def test_both_bounds_apply_and_the_value_bound_leads_the_reason():
 
 
 @pytest.mark.parametrize("candidate_slice, champion_slice, blessed", [
-    ((1.02, 500), (1.0, 500), True),    # bound 1.0 * 1.02: equal passes
-    ((1.03, 500), (1.0, 500), False),
-    ((0.5, 500), (1.0, 500), True),
-    ((9.0, 29), (1.0, 29), True),       # under 30 rows: too small to judge
-    ((9.0, 30), (1.0, 30), False),      # 30 rows: judged
-    ((9.0, 500), (1.0, 29), True),      # the smaller count of the two decides
+    ((1.01, 5000), (1.0, 5000), True),    # the default: bound 1.0 * 1.01, equal passes
+    ((1.011, 5000), (1.0, 5000), False),
+    ((0.5, 5000), (1.0, 5000), True),
+    ((9.0, 999), (1.0, 999), True),       # under 1,000 rows: too small to judge
+    ((9.0, 1000), (1.0, 1000), False),    # 1,000 rows: judged
+    ((9.0, 5000), (1.0, 999), True),      # the smaller count of the two decides
 ])
 def test_each_slice_scored_for_both_may_be_at_most_slice_tolerance_worse(candidate_slice, champion_slice, blessed):
     doc = document(1.0, mean=10.0, champion=1.0, slices={"gestation_weeks<37": candidate_slice},
                    champion_slices={"gestation_weeks<37": champion_slice})
     decision = decided(doc)
     assert decision.blessed is blessed
-    judged = min(candidate_slice[1], champion_slice[1]) >= 30
+    judged = min(candidate_slice[1], champion_slice[1]) >= 1000
     assert ("slice_rmse_vs_champion[gestation_weeks<37]" in by_name(decision)) is judged
 
 
@@ -135,16 +135,16 @@ def test_slices_scored_for_only_one_model_are_not_compared():
     assert [c["name"] for c in decision.checks] == [
         "rmse_below_mean_baseline", "rmse_vs_champion", "slice_rmse_vs_champion[plurality=Single(1)]"]
     assert decision.reason == (
-        "blessed: candidate RMSE 1 is 90 % below the mean baseline's 10 (at least 5 % required); within 0.3 % "
-        "of the champion's 1 overall and 2 % on 1 slice (2 not scored for both, not compared)")
+        "blessed: candidate RMSE 1 is 90 % below the mean baseline's 10 (at least 5 % required); within 0.2 % "
+        "of the champion's 1 overall and 1 % on 1 slice (2 not scored for both, not compared)")
 
 
 def test_min_slice_rows_is_a_threshold_and_skipped_slices_are_counted():
-    doc = document(1.0, mean=10.0, champion=1.0, slices={"a": (5.0, 40), "b": (1.0, 500)},
-                   champion_slices={"a": (1.0, 40), "b": (1.0, 500)})
+    doc = document(1.0, mean=10.0, champion=1.0, slices={"a": (5.0, 1040), "b": (1.0, 5000)},
+                   champion_slices={"a": (1.0, 1040), "b": (1.0, 5000)})
     assert not decided(doc).blessed
-    relaxed = decided(doc, min_slice_rows=41)
-    assert relaxed.blessed and "(1 under 41 rows, not compared)" in relaxed.reason
+    relaxed = decided(doc, min_slice_rows=1041)
+    assert relaxed.blessed and "(1 under 1041 rows, not compared)" in relaxed.reason
 
 
 def test_the_worst_slice_leads_the_reason():
@@ -152,8 +152,8 @@ def test_the_worst_slice_leads_the_reason():
                    slices={"a": 1.1, "b": 1.5, "c": 1.2}, champion_slices={"a": 1.0, "b": 1.0, "c": 1.0})
     decision = decided(doc)
     assert not decision.blessed
-    assert decision.reason == ("not blessed: on slice b (500 rows) candidate RMSE 1.5 is 50 % worse than the "
-                               "champion's 1, more than the 2 % allowed; 2 more checks failed")
+    assert decision.reason == ("not blessed: on slice b (5000 rows) candidate RMSE 1.5 is 50 % worse than the "
+                               "champion's 1, more than the 1 % allowed; 2 more checks failed")
 
 
 def test_a_slice_where_the_champion_scored_zero():

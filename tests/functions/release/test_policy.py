@@ -12,7 +12,7 @@ from functions.release.policy import InvalidReleasePolicy, ReleasePolicy
 
 def test_the_defaults():
     assert ReleasePolicy().to_dict() == {
-        "min_improvement_over_mean": 0.05, "tolerance": 0.003, "slice_tolerance": 0.02, "min_slice_rows": 30,
+        "min_improvement_over_mean": 0.05, "tolerance": 0.002, "slice_tolerance": 0.01, "min_slice_rows": 1000,
         "rows_read_tolerance": 0.5, "dropped_share_tolerance": 0.05, "split_share_tolerance": 0.05,
         "max_error_rate": 0.01, "max_error_rate_increase": 0.005, "max_latency_ratio": 2.0,
         "max_latency_p99_ms": 200.0, "min_requests": 0, "promote_on_little_traffic": True,
@@ -37,9 +37,9 @@ def test_no_overrides_change_nothing():
 def test_a_requests_overrides_replace_only_what_it_sets():
     request = parse_run_request({"release": {"canaryPercent": 25, "bakeSeconds": 60,
                                              "dataCheck": {"rowsReadTolerance": 2}}})
-    policy = ReleasePolicy(tolerance=0.01).with_overrides(request.release)
+    policy = ReleasePolicy(tolerance=0.004).with_overrides(request.release)
     assert (policy.canary_percent, policy.bake_seconds, policy.rows_read_tolerance) == (25, 60, 2.0)
-    assert policy.tolerance == 0.01 and policy.slice_tolerance == 0.02  # the configured and the default stay
+    assert policy.tolerance == 0.004 and policy.slice_tolerance == 0.01  # the configured and the default stay
     assert ReleasePolicy().with_overrides(parse_run_request("{}").release) == ReleasePolicy()
 
 
