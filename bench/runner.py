@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=None,
                         help="runs of the chain for handoff (default 20; 1 with --quick)")
     parser.add_argument("--concurrency", type=int, default=3, help="handoff runs in flight at once (default 3)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds the trainer runs with in train (default 5; 1 with --quick)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where the benchmarks write their data (default: a temporary directory, removed after)")
     return parser
@@ -60,7 +62,7 @@ def check_args(args: argparse.Namespace) -> None:
     unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:
         raise ValueError(f"no benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
-    for name in ("poll_interval", "poll_measure_interval", "runs", "concurrency"):
+    for name in ("poll_interval", "poll_measure_interval", "runs", "concurrency", "seeds"):
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -134,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
     settings = BenchSettings(work_dir=work_dir, quick=args.quick, poll_interval_s=args.poll_interval,
                              poll_measure_interval_s=args.poll_measure_interval, runs=args.runs,
-                             concurrency=args.concurrency)
+                             concurrency=args.concurrency, seeds=args.seeds)
     tables = sys.stderr if args.json else sys.stdout
     print(f"mlrelay bench{' --quick' if args.quick else ''}: {', '.join(names)} "
           f"on {machine()['cpus']} CPUs / {machine()['memory_gib']} GiB; data in {work_dir}", file=tables, flush=True)

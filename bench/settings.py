@@ -21,6 +21,7 @@ class BenchSettings:
     poll_measure_interval_s: float | None = None
     runs: int | None = None
     concurrency: int = 3
+    seeds: int | None = None
     artifacts: dict = field(default_factory=dict)
 
     def pick(self, full, quick):

@@ -12,7 +12,16 @@ of 31 leaves, early stopping on a tenth of the training split held out, never on
 Seeds: at full size the trainer is run with seeds 1..5 on the same preprocess output (seed 1 is
 the default run above; ``run(settings, seeds=N)`` asks for another count, quick runs one), and
 the eval RMSE of each, their spread (max - min) and standard deviation are reported in lb
-(bench.seeds): the noise a release gate comparing two trainings has to tolerate.
+(bench.seeds): the noise a release gate comparing two trainings has to tolerate, overall and
+per gate slice.
+
+Against what: the Bayes floor is the *expected* RMSE of the best possible prediction, and the
+eval split of 200,000 records holds about 38,000 independent draws of the noise (each record
+comes twice, with and without its sex), so the realised best on these very rows strays from the
+floor by a few tenths of a percent either way. Each model is therefore also scored against the
+oracle: the generator's own conditional mean (natality_sample.conditional_mean) on the same eval
+rows, the best any model can do on them. The target is the issue's: the trainer within
+TARGET_OVER_ORACLE of the oracle, and no worse than either peer.
 """
 from __future__ import annotations
 
@@ -30,14 +39,15 @@ FULL_RECORDS = 200_000
 QUICK_RECORDS = 5_000
 # --quick: a few batches, enough to export a model the serve benchmark can load.
 QUICK_TRAINER_ARGS = ["--num-train-examples", "6000", "--num-evals", "1", "--batch-size", "250"]
-TARGET_RATIO = 1.02
+TARGET_OVER_ORACLE = 1.003
 FULL_SEEDS = 5
 QUICK_SEEDS = 1
 
 
 def run(settings: BenchSettings, seeds: int | None = None) -> dict:
-    """The benchmark; ``seeds`` is how many seeds the trainer runs with (default 5, or 1 under --quick)."""
-    seed_count = seeds if seeds is not None else settings.pick(FULL_SEEDS, QUICK_SEEDS)
+    """The benchmark; ``seeds`` (or ``--seeds``) is how many seeds the trainer runs with (5, or 1 under --quick)."""
+    seed_count = next((count for count in (seeds, settings.seeds) if count is not None),
+                      settings.pick(FULL_SEEDS, QUICK_SEEDS))
     if seed_count < 1:
         raise ValueError(f"seeds must be at least 1, got {seed_count}")
     from natality_sample import PARQUET_FILE, write_sample
@@ -68,8 +78,10 @@ def run(settings: BenchSettings, seeds: int | None = None) -> dict:
     boosted_rmse = linear_baseline.rmse(boosted.predict(eval_rows), eval_rows.label)
 
     floor = metrics.get("bayes_floor")
+    oracle_rmse = _oracle_rmse(eval_rows)
     seed_list = list(range(DEFAULT_SEED, DEFAULT_SEED + seed_count))
     seed_rmses, seed_walls = [metrics["eval_rmse"]], [trained.wall_s]
+    seed_slices = [_slices(job_dir)]
     for seed in seed_list[1:]:
         seed_dir = work / f"job-seed-{seed}"
         shutil.rmtree(seed_dir, ignore_errors=True)
@@ -78,13 +90,20 @@ def run(settings: BenchSettings, seeds: int | None = None) -> dict:
                            what=f"the trainer with seed {seed}")
         seed_rmses.append(json.loads((seed_dir / "metrics.json").read_text())["eval_rmse"])
         seed_walls.append(done.wall_s)
+        seed_slices.append(_slices(seed_dir))
     seed_figures = {**seed_spread.spread(seed_list, seed_rmses, floor),
-                    "process_wall_s": [round(wall, 2) for wall in seed_walls]}
+                    "process_wall_s": [round(wall, 2) for wall in seed_walls],
+                    "by_slice": seed_spread.slice_spread(seed_slices, SLICE_MIN_ROWS)}
+    scores = {"trainer": metrics["eval_rmse"], "linear": linear_rmse, "boosted": boosted_rmse}
+    over_oracle = ratio(metrics["eval_rmse"], oracle_rmse, 4)
+    beats_peers = metrics["eval_rmse"] <= min(linear_rmse, boosted_rmse)
     return {
         "records": records,
         "train_rows": metrics["train_rows"],
         "eval_rows": metrics["eval_examples"],
         "bayes_floor": floor,
+        "oracle_rmse": None if oracle_rmse is None else round(oracle_rmse, 5),
+        "oracle_over_floor": ratio(oracle_rmse, floor, 4),
         "trainer": {
             "settings": "defaults" if not settings.quick else " ".join(QUICK_TRAINER_ARGS),
             "examples_per_s": metrics["train_examples_per_s"],
@@ -94,6 +113,7 @@ def run(settings: BenchSettings, seeds: int | None = None) -> dict:
             "cpu_s": round(trained.cpu_s, 2),
             "eval_rmse": round(metrics["eval_rmse"], 5),
             "rmse_over_floor": ratio(metrics["eval_rmse"], floor, 4),
+            "rmse_over_oracle": ratio(metrics["eval_rmse"], oracle_rmse, 4),
             "baseline_rmse": round(metrics["baseline_rmse"], 5),
         },
         "linear": {
@@ -101,6 +121,7 @@ def run(settings: BenchSettings, seeds: int | None = None) -> dict:
             "fit_s": round(linear.fit_s, 4),
             "eval_rmse": round(linear_rmse, 5),
             "rmse_over_floor": ratio(linear_rmse, floor, 4),
+            "rmse_over_oracle": ratio(linear_rmse, oracle_rmse, 4),
         },
         "boosted": {
             "library": boosted_baseline.library(),
@@ -110,26 +131,57 @@ def run(settings: BenchSettings, seeds: int | None = None) -> dict:
             "fit_s": round(boosted.fit_s, 3),
             "eval_rmse": round(boosted_rmse, 5),
             "rmse_over_floor": ratio(boosted_rmse, floor, 4),
+            "rmse_over_oracle": ratio(boosted_rmse, oracle_rmse, 4),
         },
         "seeds": seed_figures,
-        "target": f"trainer eval RMSE <= {TARGET_RATIO} x Bayes floor with the defaults",
-        "target_met": (ratio(metrics["eval_rmse"], floor, 4) or float("inf")) <= TARGET_RATIO,
+        "best": min(scores, key=scores.get),
+        "target": f"trainer eval RMSE <= {TARGET_OVER_ORACLE} x the oracle's on the same rows, and no worse "
+                  "than either peer, with the defaults",
+        "target_met": over_oracle is not None and over_oracle <= TARGET_OVER_ORACLE and beats_peers,
     }
 
 
+# The gate skips slices of fewer eval rows than this (ReleasePolicy.min_slice_rows's default).
+SLICE_MIN_ROWS = 30
+
+
+def _slices(job_dir) -> dict:
+    """The per-slice eval RMSE a training wrote to its training_report.json."""
+    return json.loads((job_dir / "training_report.json").read_text())["slices"]
+
+
+def _oracle_rmse(eval_rows: linear_baseline.Split) -> float | None:
+    """RMSE of the generator's conditional mean on these rows; None if a row is not the generator's."""
+    from natality_sample import conditional_mean
+
+    try:
+        best = conditional_mean(eval_rows.is_male, eval_rows.plurality, eval_rows.mother_age,
+                                eval_rows.gestation_weeks)
+    except ValueError:
+        return None
+    return linear_baseline.rmse(best, eval_rows.label)
+
+
 def _scores(figures: dict) -> list[str]:
-    """Eval RMSE and RMSE / floor to the digits that tell the models apart (they differ in the third)."""
-    ratio_text = "-" if figures["rmse_over_floor"] is None else f"{figures['rmse_over_floor']:.4f}"
-    return [f"{figures['eval_rmse']:.5f}", ratio_text]
+    """Eval RMSE and its ratios to the digits that tell the models apart (they differ in the third)."""
+    return [f"{figures['eval_rmse']:.5f}", *("-" if figures[key] is None else f"{figures[key]:.4f}"
+                                          for key in ("rmse_over_floor", "rmse_over_oracle"))]
 
 
 def table(result: dict) -> str:
     t, lin, gbt, sd = result["trainer"], result["linear"], result["boosted"], result["seeds"]
     std_text = "n/a (one seed)" if sd["std_lb"] is None else f"{sd['std_lb']} lb"
+    by_slice = sd["by_slice"]
+    widest = by_slice["widest"]
+    widest_text = ("no slice to compare" if widest is None else
+                   f"widest slice spread {widest} ({by_slice['slices'][widest]['rows']:,} rows): "
+                   f"{by_slice['slices'][widest]['spread_fraction']:.4%}")
+    oracle = "-" if result["oracle_rmse"] is None else f"{result['oracle_rmse']:.5f} lb"
     return format_table(
         f"train: {result['records']:,} generated records -> {result['train_rows']:,} train / "
-        f"{result['eval_rows']:,} eval rows; Bayes floor {result['bayes_floor']:.4f} lb",
-        ["model", "examples/s", "fit s (wall)", "eval RMSE", "RMSE / floor"],
+        f"{result['eval_rows']:,} eval rows; Bayes floor {result['bayes_floor']:.4f} lb, "
+        f"oracle on these rows {oracle}",
+        ["model", "examples/s", "fit s (wall)", "eval RMSE", "RMSE / floor", "RMSE / oracle"],
         [[f"wide & deep, trainer ({t['settings']})", t["examples_per_s"], t["fit_s"], *_scores(t)],
          ["linear least squares (one-hot, buckets)", lin["examples_per_s"], lin["fit_s"], *_scores(lin)],
          [f"boosted trees ({gbt['library']}, {gbt['trees']} trees)", gbt["examples_per_s"], gbt["fit_s"],
@@ -137,6 +189,6 @@ def table(result: dict) -> str:
         [f"trainer: {t['examples_seen']:,} examples seen; process {t['process_wall_s']} s wall, {t['cpu_s']} s CPU; "
          f"predict-the-mean RMSE {t['baseline_rmse']}",
          f"seeds {sd['seeds'][0]}..{sd['seeds'][-1]}: eval RMSE {', '.join(f'{v:.5f}' for v in sd['eval_rmse'])}; "
-         f"spread {sd['spread_lb']} lb, std {std_text}",
-         f"target RMSE / floor <= {TARGET_RATIO}: {'met' if result['target_met'] else 'NOT met'}"],
+         f"spread {sd['spread_lb']} lb ({sd['spread_fraction']:.4%}), std {std_text}; {widest_text}",
+         f"target: {result['target']}: {'met' if result['target_met'] else 'NOT met'} (best: {result['best']})"],
     )

@@ -256,6 +256,18 @@ def test_seed_spread_is_max_minus_min_with_the_sample_standard_deviation():
         seed_spread.spread([1, 2], [1.05])
 
 
+def test_slice_spread_is_relative_and_skips_slices_the_gate_would_skip():
+    seeds = [{"a": {"rows": 2000, "rmse": 1.0}, "b": {"rows": 40, "rmse": 2.0}, "c": {"rows": 10, "rmse": 1.0},
+              "only-here": {"rows": 5000, "rmse": 1.0}},
+             {"a": {"rows": 2000, "rmse": 1.002}, "b": {"rows": 40, "rmse": 2.2}, "c": {"rows": 10, "rmse": 3.0}}]
+    summary = seed_spread.slice_spread(seeds, min_rows=30)
+    assert set(summary["slices"]) == {"a", "b"}, "c is under min_rows; only-here was scored by one seed"
+    assert summary["slices"]["a"]["spread_fraction"] == pytest.approx(0.002 / 1.001, abs=1e-6)
+    assert summary["slices"]["b"] == {"rows": 40, "mean_lb": 2.1, "spread_lb": 0.2, "spread_fraction": 0.095238}
+    assert summary["widest"] == "b"
+    assert seed_spread.slice_spread(seeds, min_rows=5000)["widest"] is None
+
+
 def test_a_load_client_retries_a_refused_connection_then_gives_up():
     import socket
 
@@ -378,8 +390,19 @@ def test_train_benchmark_reports_its_peers_and_one_rmse_per_seed(quick):
     assert seeds["eval_rmse"][0] == result["trainer"]["eval_rmse"]
     assert seeds["spread_lb"] == pytest.approx(max(seeds["eval_rmse"]) - min(seeds["eval_rmse"]), abs=2e-5)
     assert seeds["std_lb"] is not None and seeds["std_lb"] >= 0
+    by_slice = seeds["by_slice"]
+    assert by_slice["min_rows"] == 30 and by_slice["slices"], "the gate's slices, each across both seeds"
+    assert all(entry["rows"] >= 30 and entry["spread_fraction"] >= 0 for entry in by_slice["slices"].values())
+    # The oracle is the generator's own conditional mean on the same rows: no peer beats it by
+    # more than chance on a tiny split, and every ratio to it is the ratio of the two RMSEs.
+    assert 0.98 < result["oracle_rmse"] / floor < 1.1
+    for side in ("trainer", "linear", "boosted"):
+        assert result[side]["rmse_over_oracle"] == pytest.approx(
+            result[side]["eval_rmse"] / result["oracle_rmse"], abs=1e-4)
+        assert result[side]["rmse_over_oracle"] > 0.99
+    assert result["best"] in ("trainer", "linear", "boosted")
     text = train.table(result)
-    assert "boosted trees" in text and "seeds 1..2" in text
+    assert "boosted trees" in text and "seeds 1..2" in text and "RMSE / oracle" in text
 
 
 @pytest.mark.slow
@@ -452,6 +475,8 @@ def test_mlrelay_bench_refuses_unknown_benchmarks_and_bad_options():
     assert refused.returncode == 2 and "no benchmark nope" in refused.stderr
     refused = run_mlrelay("bench", "--runs", "0", "handoff")
     assert refused.returncode == 2 and "--runs must be positive" in refused.stderr
+    refused = run_mlrelay("bench", "--seeds", "0", "train")
+    assert refused.returncode == 2 and "--seeds must be positive" in refused.stderr
     helped = run_mlrelay("bench", "--help")
     assert helped.returncode == 0 and helped.stdout.startswith("usage: mlrelay bench")
 
