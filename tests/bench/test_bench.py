@@ -359,7 +359,16 @@ def test_preprocess_benchmark_compares_beam_with_pyarrow_on_the_same_rows(quick)
         assert figures["process_wall_s"] >= figures["transform_s"]
     assert result["beam"]["records"] == result["baseline"]["records"]
     assert 0 < result["ratio"] < 100 and isinstance(result["target_met"], bool)
-    assert "Beam" in preprocess.table(result)
+    # The marginal cost comes from a second run on three times the rows: fixed plus marginal
+    # cost gives back the small run's CPU, whatever the noise in either.
+    for side in ("beam", "baseline"):
+        figures = result[side]
+        assert figures["large"]["rows"] == preprocess.MARGINAL_FACTOR * result["rows"]
+        assert figures["large"]["cpu_s"] > 0
+        assert figures["fixed_cpu_s"] + figures["marginal_cpu_s_per_million_rows"] * result["rows"] / 1e6 == (
+            pytest.approx(figures["cpu_s"], abs=0.01))
+    assert isinstance(result["marginal_cpu_target_met"], bool)
+    assert "Beam" in preprocess.table(result) and "marginal CPU s per million rows" in preprocess.table(result)
 
 
 @pytest.mark.slow
