@@ -20,18 +20,29 @@ eval split of 200,000 records holds about 38,000 independent draws of the noise 
 comes twice, with and without its sex), so the realised best on these very rows strays from the
 floor by a few tenths of a percent either way. Each model is therefore also scored against the
 oracle: the generator's own conditional mean (natality_sample.conditional_mean) on the same eval
-rows, the best any model can do on them. The target is the issue's: the trainer within
-TARGET_OVER_ORACLE of the oracle, and no worse than either peer.
+rows, the best any model can do on them. And all three models are scored on fresh rows: a
+second sample of FRESH_RECORDS records (another seed) that no model saw, through the same
+pipeline, every row of both its splits (about two million rows at full size). There the
+realised oracle sits within about 0.1 % of the floor, so RMSE / floor measures each model's
+own excess. The trainer's SavedModel is scored in a child process through its serving
+signature (bench.score_model), as the gate scores a champion.
+
+The target is the issue's: with the defaults, the trainer within TARGET_OVER_FLOOR of the
+Bayes floor on the fresh rows (and within it of the oracle on the eval rows), and no worse
+than either peer on both.
 """
 from __future__ import annotations
 
 import json
 import shutil
 
+import numpy as np
+
 from bench import boosted_baseline, linear_baseline, seeds as seed_spread
 from bench.processes import python_command, run_checked
 from bench.report import format_table, per_second, ratio
 from bench.settings import BenchSettings
+from functions.release.policy import ReleasePolicy
 from trainer.task import DEFAULT_SEED
 
 NAME = "train"
@@ -39,7 +50,10 @@ FULL_RECORDS = 200_000
 QUICK_RECORDS = 5_000
 # --quick: a few batches, enough to export a model the serve benchmark can load.
 QUICK_TRAINER_ARGS = ["--num-train-examples", "6000", "--num-evals", "1", "--batch-size", "250"]
-TARGET_OVER_ORACLE = 1.003
+TARGET_OVER_FLOOR = 1.003
+FRESH_RECORDS = 1_000_000
+QUICK_FRESH_RECORDS = 5_000
+FRESH_SEED = 29
 FULL_SEEDS = 5
 QUICK_SEEDS = 1
 
@@ -77,6 +91,7 @@ def run(settings: BenchSettings, seeds: int | None = None) -> dict:
     boosted = boosted_baseline.fit(train_rows)
     boosted_rmse = linear_baseline.rmse(boosted.predict(eval_rows), eval_rows.label)
 
+    fresh = _fresh_scores(settings, work, job_dir / "model", linear, boosted)
     floor = metrics.get("bayes_floor")
     oracle_rmse = _oracle_rmse(eval_rows)
     seed_list = list(range(DEFAULT_SEED, DEFAULT_SEED + seed_count))
@@ -93,10 +108,16 @@ def run(settings: BenchSettings, seeds: int | None = None) -> dict:
         seed_slices.append(_slices(seed_dir))
     seed_figures = {**seed_spread.spread(seed_list, seed_rmses, floor),
                     "process_wall_s": [round(wall, 2) for wall in seed_walls],
-                    "by_slice": seed_spread.slice_spread(seed_slices, SLICE_MIN_ROWS)}
+                    "by_slice": seed_spread.slice_spread(seed_slices, SLICE_MIN_ROWS),
+                    "gate_slices": seed_spread.slice_spread(seed_slices, GATE_SLICE_MIN_ROWS)}
     scores = {"trainer": metrics["eval_rmse"], "linear": linear_rmse, "boosted": boosted_rmse}
     over_oracle = ratio(metrics["eval_rmse"], oracle_rmse, 4)
-    beats_peers = metrics["eval_rmse"] <= min(linear_rmse, boosted_rmse)
+    fresh_models = fresh["models"]
+    beats_peers = (metrics["eval_rmse"] <= min(linear_rmse, boosted_rmse)
+                   and fresh_models["trainer"]["rmse"] <= min(fresh_models["linear"]["rmse"],
+                                                              fresh_models["boosted"]["rmse"]))
+    fresh_over_floor = fresh_models["trainer"]["rmse_over_floor"]
+    within = [value is not None and value <= TARGET_OVER_FLOOR for value in (over_oracle, fresh_over_floor)]
     return {
         "records": records,
         "train_rows": metrics["train_rows"],
@@ -134,20 +155,55 @@ def run(settings: BenchSettings, seeds: int | None = None) -> dict:
             "rmse_over_oracle": ratio(boosted_rmse, oracle_rmse, 4),
         },
         "seeds": seed_figures,
+        "fresh": fresh,
         "best": min(scores, key=scores.get),
-        "target": f"trainer eval RMSE <= {TARGET_OVER_ORACLE} x the oracle's on the same rows, and no worse "
-                  "than either peer, with the defaults",
-        "target_met": over_oracle is not None and over_oracle <= TARGET_OVER_ORACLE and beats_peers,
+        "target": f"with the defaults, trainer RMSE <= {TARGET_OVER_FLOOR} x the Bayes floor on fresh rows and "
+                  f"<= {TARGET_OVER_FLOOR} x the oracle's on the eval rows, no worse than either peer on both",
+        "target_met": all(within) and beats_peers,
     }
 
 
-# The gate skips slices of fewer eval rows than this (ReleasePolicy.min_slice_rows's default).
+# Slices smaller than this are not summarised at all; the gate judges only those of at least
+# ReleasePolicy.min_slice_rows rows, whose widest spread is reported apart.
 SLICE_MIN_ROWS = 30
+GATE_SLICE_MIN_ROWS = ReleasePolicy().min_slice_rows
 
 
 def _slices(job_dir) -> dict:
     """The per-slice eval RMSE a training wrote to its training_report.json."""
     return json.loads((job_dir / "training_report.json").read_text())["slices"]
+
+
+def _fresh_scores(settings: BenchSettings, work, model_dir, linear, boosted) -> dict:
+    """Each model's RMSE on every row of a sample none of them saw, against its floor and oracle."""
+    from natality_sample import PARQUET_FILE, bayes_floor, write_sample
+
+    records = settings.pick(FRESH_RECORDS, QUICK_FRESH_RECORDS)
+    write_sample(work / "fresh-sample", rows=records, seed=FRESH_SEED)
+    data_dir = work / "fresh-preprocess"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    run_checked(python_command("beam_pipeline.run", "--source", str(work / "fresh-sample" / PARQUET_FILE),
+                               "--out", str(data_dir)), timeout_s=900, what="preprocessing the fresh rows")
+    manifest = json.loads((data_dir / "_MANIFEST.json").read_text())
+    shards = [str(data_dir / name) for split in ("train", "eval") for name in manifest["splits"][split]["shards"]]
+    rows = linear_baseline.read_split(shards)
+    predictions_path = work / "fresh-predictions.npy"
+    scored = run_checked(python_command("bench.score_model", str(model_dir), *shards, "--out", str(predictions_path)),
+                         timeout_s=900, what="scoring the trainer's model on the fresh rows").json_line()
+    if scored["rows"] != len(rows) or abs(scored["label_sum"] - float(rows.label.sum())) > 1e-5 * len(rows):
+        raise RuntimeError(f"the trainer's scores are of other rows: {scored} against {len(rows)} rows")
+    floor = bayes_floor(rows.is_male, rows.plurality, rows.mother_age, rows.gestation_weeks)
+    oracle = _oracle_rmse(rows)
+    predictions = {"trainer": np.load(predictions_path), "linear": linear.predict(rows),
+                   "boosted": boosted.predict(rows)}
+    models = {}
+    for name, predicted in predictions.items():
+        value = linear_baseline.rmse(predicted, rows.label)
+        models[name] = {"rmse": round(value, 5), "rmse_over_floor": ratio(value, floor, 4),
+                        "rmse_over_oracle": ratio(value, oracle, 4)}
+    return {"records": records, "seed": FRESH_SEED, "rows": len(rows), "bayes_floor": round(floor, 5),
+            "oracle_rmse": None if oracle is None else round(oracle, 5), "oracle_over_floor": ratio(oracle, floor, 4),
+            "models": models}
 
 
 def _oracle_rmse(eval_rows: linear_baseline.Split) -> float | None:
@@ -171,11 +227,8 @@ def _scores(figures: dict) -> list[str]:
 def table(result: dict) -> str:
     t, lin, gbt, sd = result["trainer"], result["linear"], result["boosted"], result["seeds"]
     std_text = "n/a (one seed)" if sd["std_lb"] is None else f"{sd['std_lb']} lb"
-    by_slice = sd["by_slice"]
-    widest = by_slice["widest"]
-    widest_text = ("no slice to compare" if widest is None else
-                   f"widest slice spread {widest} ({by_slice['slices'][widest]['rows']:,} rows): "
-                   f"{by_slice['slices'][widest]['spread_fraction']:.4%}")
+    widest_text = "; ".join(_widest(sd[key], label) for key, label in (
+        ("by_slice", "widest slice spread"), ("gate_slices", "of the slices the gate judges")))
     oracle = "-" if result["oracle_rmse"] is None else f"{result['oracle_rmse']:.5f} lb"
     return format_table(
         f"train: {result['records']:,} generated records -> {result['train_rows']:,} train / "
@@ -190,5 +243,23 @@ def table(result: dict) -> str:
          f"predict-the-mean RMSE {t['baseline_rmse']}",
          f"seeds {sd['seeds'][0]}..{sd['seeds'][-1]}: eval RMSE {', '.join(f'{v:.5f}' for v in sd['eval_rmse'])}; "
          f"spread {sd['spread_lb']} lb ({sd['spread_fraction']:.4%}), std {std_text}; {widest_text}",
-         f"target: {result['target']}: {'met' if result['target_met'] else 'NOT met'} (best: {result['best']})"],
+         _fresh_line(result["fresh"]),
+         f"target: {result['target']}: {'met' if result['target_met'] else 'NOT met'} (best on eval: {result['best']})"],
     )
+
+
+def _fresh_line(fresh: dict) -> str:
+    models = fresh["models"]
+    scores = ", ".join(f"{label} {models[key]['rmse']:.5f} ({models[key]['rmse_over_floor']:.4f} x)"
+                       for key, label in (("trainer", "wide & deep"), ("linear", "least squares"),
+                                          ("boosted", "boosted trees")))
+    return (f"fresh rows ({fresh['rows']:,} rows of {fresh['records']:,} unseen records, seed {fresh['seed']}; "
+            f"floor {fresh['bayes_floor']:.5f}, oracle {fresh['oracle_over_floor']} x floor): {scores}")
+
+
+def _widest(summary: dict, label: str) -> str:
+    widest = summary["widest"]
+    if widest is None:
+        return f"{label} (at least {summary['min_rows']:,} rows): none"
+    entry = summary["slices"][widest]
+    return f"{label} (at least {summary['min_rows']:,} rows): {widest}, {entry['rows']:,} rows, {entry['spread_fraction']:.4%}"

@@ -410,8 +410,16 @@ def test_train_benchmark_reports_its_peers_and_one_rmse_per_seed(quick):
             result[side]["eval_rmse"] / result["oracle_rmse"], abs=1e-4)
         assert result[side]["rmse_over_oracle"] > 0.99
     assert result["best"] in ("trainer", "linear", "boosted")
+    # Fresh rows: a sample no model saw, every row of its two splits, scored for all three models.
+    fresh = result["fresh"]
+    assert fresh["rows"] > 1.8 * fresh["records"] and fresh["seed"] != 13
+    assert 0.95 < fresh["oracle_over_floor"] < 1.05
+    for side in ("trainer", "linear", "boosted"):
+        assert fresh["models"][side]["rmse_over_floor"] == pytest.approx(
+            fresh["models"][side]["rmse"] / fresh["bayes_floor"], abs=1e-4)
+        assert fresh["models"][side]["rmse_over_oracle"] > 0.99
     text = train.table(result)
-    assert "boosted trees" in text and "seeds 1..2" in text and "RMSE / oracle" in text
+    assert "boosted trees" in text and "seeds 1..2" in text and "RMSE / oracle" in text and "fresh rows" in text
 
 
 @pytest.mark.slow
