@@ -56,6 +56,10 @@ QUICK_FRESH_RECORDS = 5_000
 FRESH_SEED = 29
 FULL_SEEDS = 5
 QUICK_SEEDS = 1
+# Slices smaller than this are not summarised at all; the gate judges only those of at least
+# ReleasePolicy.min_slice_rows rows, whose widest spread is reported apart.
+SLICE_MIN_ROWS = 30
+GATE_SLICE_MIN_ROWS = ReleasePolicy().min_slice_rows
 
 
 def run(settings: BenchSettings, seeds: int | None = None) -> dict:
@@ -94,22 +98,8 @@ def run(settings: BenchSettings, seeds: int | None = None) -> dict:
     fresh = _fresh_scores(settings, work, job_dir / "model", linear, boosted)
     floor = metrics.get("bayes_floor")
     oracle_rmse = _oracle_rmse(eval_rows)
-    seed_list = list(range(DEFAULT_SEED, DEFAULT_SEED + seed_count))
-    seed_rmses, seed_walls = [metrics["eval_rmse"]], [trained.wall_s]
-    seed_slices = [_slices(job_dir)]
-    for seed in seed_list[1:]:
-        seed_dir = work / f"job-seed-{seed}"
-        shutil.rmtree(seed_dir, ignore_errors=True)
-        done = run_checked(python_command("trainer.task", "--manifest", str(manifest_path), "--job-dir", str(seed_dir),
-                                          "--seed", str(seed), *trainer_args), timeout_s=1800,
-                           what=f"the trainer with seed {seed}")
-        seed_rmses.append(json.loads((seed_dir / "metrics.json").read_text())["eval_rmse"])
-        seed_walls.append(done.wall_s)
-        seed_slices.append(_slices(seed_dir))
-    seed_figures = {**seed_spread.spread(seed_list, seed_rmses, floor),
-                    "process_wall_s": [round(wall, 2) for wall in seed_walls],
-                    "by_slice": seed_spread.slice_spread(seed_slices, SLICE_MIN_ROWS),
-                    "gate_slices": seed_spread.slice_spread(seed_slices, GATE_SLICE_MIN_ROWS)}
+    seed_figures = _other_seeds(work, manifest_path, trainer_args, seed_count, floor,
+                                first=(metrics["eval_rmse"], trained.wall_s, _slices(job_dir)))
     scores = {"trainer": metrics["eval_rmse"], "linear": linear_rmse, "boosted": boosted_rmse}
     over_oracle = ratio(metrics["eval_rmse"], oracle_rmse, 4)
     fresh_models = fresh["models"]
@@ -163,10 +153,27 @@ def run(settings: BenchSettings, seeds: int | None = None) -> dict:
     }
 
 
-# Slices smaller than this are not summarised at all; the gate judges only those of at least
-# ReleasePolicy.min_slice_rows rows, whose widest spread is reported apart.
-SLICE_MIN_ROWS = 30
-GATE_SLICE_MIN_ROWS = ReleasePolicy().min_slice_rows
+def _other_seeds(work, manifest_path, trainer_args: list[str], count: int, floor: float | None,
+                 first: tuple[float, float, dict]) -> dict:
+    """Train seeds 2..count on the same preprocess output; the spread of all of them, seed 1 (``first``) included.
+
+    ``first`` is the default run's eval RMSE, process wall time and slices.
+    """
+    seeds = list(range(DEFAULT_SEED, DEFAULT_SEED + count))
+    rmses, walls, slices = [first[0]], [first[1]], [first[2]]
+    for seed in seeds[1:]:
+        seed_dir = work / f"job-seed-{seed}"
+        shutil.rmtree(seed_dir, ignore_errors=True)
+        done = run_checked(python_command("trainer.task", "--manifest", str(manifest_path), "--job-dir", str(seed_dir),
+                                          "--seed", str(seed), *trainer_args), timeout_s=1800,
+                           what=f"the trainer with seed {seed}")
+        rmses.append(json.loads((seed_dir / "metrics.json").read_text())["eval_rmse"])
+        walls.append(done.wall_s)
+        slices.append(_slices(seed_dir))
+    return {**seed_spread.spread(seeds, rmses, floor),
+            "process_wall_s": [round(wall, 2) for wall in walls],
+            "by_slice": seed_spread.slice_spread(slices, SLICE_MIN_ROWS),
+            "gate_slices": seed_spread.slice_spread(slices, GATE_SLICE_MIN_ROWS)}
 
 
 def _slices(job_dir) -> dict:
