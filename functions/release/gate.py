@@ -137,14 +137,14 @@ def decide_gate(document: object, policy: ReleasePolicy = ReleasePolicy()) -> Ga
         checks.append(check(f"slice_rmse_vs_champion[{key}]", ours.rmse, bound, is_at_most(ours.rmse, bound)))
         if not checks[-1]["passed"]:
             excess = ours.rmse / theirs.rmse if theirs.rmse else math.inf
-            slice_failures.append((-excess, f"on slice {key} ({rows} rows) candidate RMSE {number(ours.rmse)} is "
+            slice_failures.append((-excess, f"on slice {key} ({rows:,} rows) candidate RMSE {number(ours.rmse)} is "
                                             f"{_worse_by(ours.rmse, theirs.rmse)} the champion's "
                                             f"{number(theirs.rmse)}, more than the "
                                             f"{percent(policy.slice_tolerance)} allowed"))
     # The slice that got worst leads, after the overall checks.
     problems += [(2, message) for _, message in sorted(slice_failures)]
     unmatched = len(candidate.slices.keys() ^ champion.slices.keys())
-    skipped = [text for count, text in ((too_small, f"{too_small} under {policy.min_slice_rows} rows"),
+    skipped = [text for count, text in ((too_small, f"{too_small} under {policy.min_slice_rows:,} rows"),
                                         (unmatched, f"{unmatched} not scored for both")) if count]
     return _decision(checks, problems, lambda: (
         _value_praise(candidate.rmse, mean, policy)

@@ -144,7 +144,7 @@ def test_min_slice_rows_is_a_threshold_and_skipped_slices_are_counted():
                    champion_slices={"a": (1.0, 1040), "b": (1.0, 5000)})
     assert not decided(doc).blessed
     relaxed = decided(doc, min_slice_rows=1041)
-    assert relaxed.blessed and "(1 under 1041 rows, not compared)" in relaxed.reason
+    assert relaxed.blessed and "(1 under 1,041 rows, not compared)" in relaxed.reason
 
 
 def test_the_worst_slice_leads_the_reason():
@@ -152,7 +152,7 @@ def test_the_worst_slice_leads_the_reason():
                    slices={"a": 1.1, "b": 1.5, "c": 1.2}, champion_slices={"a": 1.0, "b": 1.0, "c": 1.0})
     decision = decided(doc)
     assert not decision.blessed
-    assert decision.reason == ("not blessed: on slice b (5000 rows) candidate RMSE 1.5 is 50 % worse than the "
+    assert decision.reason == ("not blessed: on slice b (5,000 rows) candidate RMSE 1.5 is 50 % worse than the "
                                "champion's 1, more than the 1 % allowed; 2 more checks failed")
 
 
