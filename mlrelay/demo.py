@@ -299,7 +299,7 @@ def summarize(cloud, runs: RunStore, bucket_dir: Path, status: RunStatus | None,
               rows: int) -> dict:
     if status is None:
         return {"run_id": None, "state": "timeout", "stages": {}, "handoffs_ms": {}, "rows": None,
-                "eval_rmse": None, "bayes_floor": None, "model_version": None,
+                "eval_rmse": None, "bayes_floor": None, "best_possible_rmse": None, "model_version": None,
                 "endpoint": cloud.endpoint_url, "predictions": []}
     run_id = status.run_id
     events = run_records(runs, run_id)
@@ -326,6 +326,7 @@ def summarize(cloud, runs: RunStore, bucket_dir: Path, status: RunStatus | None,
         },
         "eval_rmse": metrics.get("eval_rmse"),
         "bayes_floor": metrics.get("bayes_floor"),
+        "best_possible_rmse": metrics.get("best_possible_rmse"),
         "baseline_rmse": metrics.get("baseline_rmse"),
         "model_version": model_version,
         "endpoint": cloud.endpoint_url,
@@ -382,9 +383,13 @@ def format_summary(summary: dict) -> str:
         floor = summary.get("bayes_floor")
         ratio = f" ({summary['eval_rmse'] / floor:.3f} × floor)" if floor else ""
         floor_text = "unknown" if floor is None else f"{floor:.4f} lb"
+        best = summary.get("best_possible_rmse")
+        best_text = "" if not best else (f"; the best possible on these rows {best:.4f} lb "
+                                         f"({summary['eval_rmse'] / best:.4f} × it)")
         baseline = summary.get("baseline_rmse")
         baseline_text = "" if baseline is None else f"; predicting the mean {baseline:.4f} lb"
-        lines.append(f"eval RMSE {summary['eval_rmse']:.4f} lb; Bayes floor {floor_text}{ratio}{baseline_text}")
+        lines.append(f"eval RMSE {summary['eval_rmse']:.4f} lb; Bayes floor {floor_text}{ratio}{best_text}"
+                     f"{baseline_text}")
     gate = summary.get("gate")
     if gate:
         lines.append(f"gate: {gate['reason']}")

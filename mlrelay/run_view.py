@@ -141,7 +141,8 @@ def _rows(events: list[LedgerEvent]) -> dict[str, Any] | None:
 
 
 def _eval(runs: RunStore, run_id: str, events: list[LedgerEvent]) -> dict[str, Any] | None:
-    """The candidate's eval RMSE beside the champion's, the mean's and, for generated data, the floor."""
+    """The candidate's eval RMSE beside the champion's, the mean's and, for generated data, the floor
+    and the best possible RMSE on these rows."""
     metrics = runs.read_metrics(run_id) or _last(events, "metrics") or {}
     comparison = _comparison(runs, run_id)
     figures: dict[str, Any] = {}
@@ -150,6 +151,7 @@ def _eval(runs: RunStore, run_id: str, events: list[LedgerEvent]) -> dict[str, A
     _put(figures, "rmse", _number(metrics.get("eval_rmse"), candidate.get("rmse")))
     _put(figures, "baseline_rmse", _number(metrics.get("baseline_rmse"), comparison.get("mean_baseline_rmse")))
     _put(figures, "bayes_floor", _number(metrics.get("bayes_floor")))
+    _put(figures, "best_possible_rmse", _number(metrics.get("best_possible_rmse")))
     _put(figures, "rows", _number(comparison.get("eval_rows"), metrics.get("eval_examples")))
     if champion is not None:
         entry: dict[str, Any] = {}

@@ -151,6 +151,9 @@ def _eval_lines(figures: Mapping[str, Any]) -> list[str]:
     if figures.get("bayes_floor") is not None:
         ratio = f" (candidate {rmse / figures['bayes_floor']:.3f} × floor)" if rmse else ""
         lines.append(f"  Bayes floor          {figures['bayes_floor']:.4f} lb{ratio}")
+    if figures.get("best_possible_rmse") is not None:
+        ratio = f" (candidate {rmse / figures['best_possible_rmse']:.4f} ×)" if rmse else ""
+        lines.append(f"  best possible        {figures['best_possible_rmse']:.4f} lb on these rows{ratio}")
     if figures.get("train_examples_seen") is not None:
         lines.append(f"  trained on {_count(int(figures['train_examples_seen']))} examples"
                      + (f" in {_seconds(figures['train_seconds'])}" if "train_seconds" in figures else ""))

@@ -1,4 +1,4 @@
-"""The figures in metrics.json: RMSEs, the Bayes floor of synthetic data, and the atomic write.
+"""The figures in metrics.json: RMSEs, the Bayes floor and best possible RMSE of synthetic data, and the atomic write.
 
 Kept free of TensorFlow: these are plain numpy computations that tests call directly.
 """
@@ -31,30 +31,66 @@ def baseline_rmse(train_label_mean: float, eval_labels: np.ndarray) -> float:
     return rmse(np.full(np.shape(eval_labels), train_label_mean), eval_labels)
 
 
-def bayes_floor(sample: Mapping[str, Any] | None, eval_features: Mapping[str, np.ndarray]) -> float | None:
-    """The lowest RMSE any model can reach on the eval rows, when the data is synthetic.
+def _generator(sample: Mapping[str, Any] | None):
+    """The natality_sample package when the data is its output and it is installed; else None.
 
-    Only the ``natality_sample`` generator knows its own noise; it is imported here, lazily,
-    so the trainer runs where that package is absent (the figure is then None).
+    Only the generator knows its own noise; it is imported here, lazily, so the trainer runs
+    where that package is absent (its figures are then None).
     """
     if not sample or sample.get("generator") != schema.SAMPLE_GENERATOR_WITH_BAYES_FLOOR:
         return None
     try:
         import natality_sample  # noqa: PLC0415 (optional, imported only for synthetic data)
+    except ImportError as error:
+        log.warning("no Bayes floor: natality_sample is not available (%s)", error)
+        return None
+    return natality_sample
 
-        floor = natality_sample.bayes_floor(
-            eval_features["is_male"],
-            eval_features["plurality"],
-            eval_features["mother_age"],
-            eval_features["gestation_weeks"],
-        )
-    except (ImportError, AttributeError) as error:
+
+def _columns(eval_features: Mapping[str, np.ndarray]) -> tuple:
+    return tuple(eval_features[name] for name in ("is_male", "plurality", "mother_age", "gestation_weeks"))
+
+
+def bayes_floor(sample: Mapping[str, Any] | None, eval_features: Mapping[str, np.ndarray]) -> float | None:
+    """The lowest RMSE any model can expect on the eval rows, when the data is synthetic.
+
+    An expectation over the noise: a given eval split may draw less noise than it expects, and
+    a model may then score under it (see best_possible_rmse).
+    """
+    generator = _generator(sample)
+    if generator is None:
+        return None
+    try:
+        floor = generator.bayes_floor(*_columns(eval_features))
+    except AttributeError as error:
         log.warning("no Bayes floor: natality_sample is not available (%s)", error)
         return None
     except Exception as error:  # the figure is informative; a failure must not lose the model
         log.warning("no Bayes floor: natality_sample.bayes_floor failed: %s", error)
         return None
     return float(floor)
+
+
+def best_possible_rmse(sample: Mapping[str, Any] | None, eval_features: Mapping[str, np.ndarray],
+                       eval_labels: np.ndarray) -> float | None:
+    """RMSE on these very eval rows of the generator's own conditional mean, when the data is synthetic.
+
+    No model can expect to beat it on them: it is the floor with this split's own noise in it,
+    so a model's ratio to it is its own excess, where its ratio to the floor also holds the
+    split's luck.
+    """
+    generator = _generator(sample)
+    if generator is None:
+        return None
+    try:
+        best = generator.conditional_mean(*_columns(eval_features))
+    except AttributeError as error:
+        log.warning("no best possible RMSE: natality_sample is not available (%s)", error)
+        return None
+    except Exception as error:  # the figure is informative; a failure must not lose the model
+        log.warning("no best possible RMSE: natality_sample.conditional_mean failed: %s", error)
+        return None
+    return rmse(np.asarray(best, dtype=np.float64), np.asarray(eval_labels, dtype=np.float64))
 
 
 def write_json_atomically(path: str, document: Mapping[str, Any], *, allow_nan: bool = True) -> None:

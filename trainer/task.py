@@ -222,6 +222,7 @@ def _train(args: argparse.Namespace) -> int:
         "eval_rmse": eval_rmse,
         "baseline_rmse": mean_baseline_rmse,
         "bayes_floor": evaluation.bayes_floor(spec.sample, eval_features),
+        "best_possible_rmse": evaluation.best_possible_rmse(spec.sample, eval_features, eval_labels),
         "train_examples_seen": examples_seen,
         "train_rows": stats.rows,
         "eval_examples": int(len(eval_labels)),
@@ -237,8 +238,9 @@ def _train(args: argparse.Namespace) -> int:
     }
     metrics["wall_time_s"] = round(time.monotonic() - started, 3)
     evaluation.write_json_atomically(outputs.metrics_path, metrics)
-    log.info("eval RMSE %.4f (baseline %.4f, Bayes floor %s); metrics in %s",
-             eval_rmse, metrics["baseline_rmse"], metrics["bayes_floor"], outputs.metrics_path)
+    log.info("eval RMSE %.4f (baseline %.4f, Bayes floor %s, best possible on these rows %s); metrics in %s",
+             eval_rmse, metrics["baseline_rmse"], metrics["bayes_floor"], metrics["best_possible_rmse"],
+             outputs.metrics_path)
     return 0
 
 

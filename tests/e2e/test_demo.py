@@ -38,14 +38,17 @@ def test_demo_runs_the_chain_to_deployed_and_reports_a_summary(tmp_path):
     run_dir = elsewhere / "mlrelay-local" / "buckets" / "mlrelay" / "runs" / summary["run_id"]
     if (run_dir / "train" / "progress.json").exists():  # a trainer that reports its progress
         assert f"{summary['run_id']}: training " in progress and " examples" in progress, progress
-    for key in ("run_id", "state", "stages", "handoffs_ms", "rows", "eval_rmse", "bayes_floor",
+    for key in ("run_id", "state", "stages", "handoffs_ms", "rows", "eval_rmse", "bayes_floor", "best_possible_rmse",
                 "model_version", "endpoint", "predictions"):
         assert key in summary, key
     assert summary["state"] == "deployed"
     assert list(summary["stages"]) == ["request", "preprocess", "train", "deploy"]
     assert all(ms is not None and 0 <= ms < 30_000 for ms in summary["handoffs_ms"].values())
     assert summary["rows"]["input_read"] == 3000 and summary["rows"]["train"] > summary["rows"]["eval"] > 0
-    assert summary["bayes_floor"] < summary["eval_rmse"] < summary["baseline_rmse"]
+    # The floor is an expectation (an eval split can draw less noise); the best possible on the
+    # split's own rows is not, and a model trained on 3,000 rows does not reach it.
+    assert 0.95 < summary["eval_rmse"] / summary["bayes_floor"] < 1.5
+    assert summary["best_possible_rmse"] < summary["eval_rmse"] < summary["baseline_rmse"]
     assert summary["model_version"].endswith("models/babyweight@1")
     assert len(summary["predictions"]) == 4
     assert all(1.0 < p["weight_pounds"] < 12.0 for p in summary["predictions"])

@@ -53,7 +53,8 @@ def start(runs: RunStore, run_id: str) -> None:
 def trained(runs: RunStore, run_id: str, rmse: float, champion_rmse: float) -> None:
     record(runs, run_id, "train", "training", 3.5, job_ids={"train": "4242"}, rows=SPLITS, input=INPUT,
            data_check=DATA_CHECK, champion=CHAMPION)
-    metrics = {"eval_rmse": rmse, "baseline_rmse": 1.3164, "bayes_floor": 1.0343, "eval_examples": 18940,
+    metrics = {"eval_rmse": rmse, "baseline_rmse": 1.3164, "bayes_floor": 1.0343, "best_possible_rmse": 1.0424,
+               "eval_examples": 18940,
                "train_examples_seen": 466944, "train_time_s": 5.7}
     runs.storage.write(metrics_name(run_id), json.dumps(metrics).encode())
     runs.storage.write(comparison_name(run_id), json.dumps({
@@ -123,6 +124,7 @@ def test_a_deployed_canary_shows_every_figure(root):
     assert view["eval"]["rmse"] == 1.048 and view["eval"]["champion"]["rmse"] == 1.0712
     assert view["eval"]["champion"]["version"] == CHAMPION
     assert view["eval"]["baseline_rmse"] == 1.3164 and view["eval"]["bayes_floor"] == 1.0343
+    assert view["eval"]["best_possible_rmse"] == 1.0424
     assert view["eval"]["slices"]["plurality=Twins(2)"] == {"rmse": 1.06, "rows": 310, "champion_rmse": 1.05}
     assert view["gate"]["blessed"] and view["data_check"]["passed"]
     assert view["release"]["rollout"] == "canary" and view["release"]["bake"]["promote"]
@@ -137,6 +139,7 @@ def test_a_deployed_canary_shows_every_figure(root):
                   "rows: read 50,000, dropped 1,503, valid 48,497; train 78,054, eval 18,940",
                   "candidate RMSE       1.0480 lb", "champion RMSE        1.0712 lb (candidate -2.2 %)  [babyweight@1]",
                   "predicting the mean  1.3164 lb", "Bayes floor          1.0343 lb (candidate 1.013 × floor)",
+                  "best possible        1.0424 lb on these rows (candidate 1.0054 ×)",
                   "gate: blessed: candidate RMSE 1.048", "release: canary, baking until 2026-11-27 08:00:25",
                   "bake verdict: promote: 20 requests, no errors", "deployed model 2: 20 requests, 0 errors, p99 13.0 ms",
                   "canary     1:100% → 1:90% 2:10%", "endpoint traffic 2:100%", "data check: passed"):

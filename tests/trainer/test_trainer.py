@@ -21,7 +21,7 @@ from tests.conftest import SHARED
 
 REAL_ROWS = SHARED / "data" / "natality_real_rows.csv"
 METRIC_FIELDS = {
-    "eval_rmse", "baseline_rmse", "bayes_floor", "train_examples_seen", "eval_examples",
+    "eval_rmse", "baseline_rmse", "bayes_floor", "best_possible_rmse", "train_examples_seen", "eval_examples",
     "wall_time_s", "history", "args", "model_dir",
 }
 # Two evaluations, so that what is reported per evaluation is seen more than once.
@@ -118,8 +118,31 @@ def test_bayes_floor_only_for_natality_sample_data(monkeypatch):
                 "mother_age": np.array([30.0]), "gestation_weeks": np.array([39.0])}
     assert evaluation.bayes_floor(None, features) is None
     assert evaluation.bayes_floor({"generator": "something_else"}, features) is None
+    assert evaluation.best_possible_rmse({"generator": "something_else"}, features, np.array([7.0])) is None
     monkeypatch.setitem(sys.modules, "natality_sample", None)  # import fails: the package is absent
     assert evaluation.bayes_floor({"generator": "natality_sample"}, features) is None
+    assert evaluation.best_possible_rmse({"generator": "natality_sample"}, features, np.array([7.0])) is None
+
+
+def test_best_possible_rmse_scores_the_generators_own_prediction_on_the_eval_rows(monkeypatch):
+    features = {"is_male": np.array(["True", "Unknown"], dtype=object),
+                "plurality": np.array(["Single(1)", "Single(1)"], dtype=object),
+                "mother_age": np.array([30.0, 30.0]), "gestation_weeks": np.array([39.0, 39.0])}
+    seen = []
+
+    def conditional_mean(is_male, plurality, mother_age, gestation_weeks):
+        seen.append(list(is_male))
+        return np.array([7.5, 7.0])
+
+    def broken(*columns):
+        raise ValueError("row 0 cannot come from the generator")
+
+    sample = {"generator": "natality_sample"}
+    monkeypatch.setitem(sys.modules, "natality_sample", types.SimpleNamespace(conditional_mean=conditional_mean))
+    assert evaluation.best_possible_rmse(sample, features, np.array([7.0, 8.0])) == pytest.approx(np.sqrt(0.625))
+    assert seen == [["True", "Unknown"]]
+    monkeypatch.setitem(sys.modules, "natality_sample", types.SimpleNamespace(conditional_mean=broken))
+    assert evaluation.best_possible_rmse(sample, features, np.array([7.0, 8.0])) is None  # logged, not raised
 
 
 # --- runs of the trainer ----------------------------------------------------------------------
@@ -153,7 +176,7 @@ def test_training_learns_on_real_rows_and_reports_it(tmp_path):
     assert METRIC_FIELDS <= set(metrics)
     # Predicting the mean scores ~1.31 lb on these rows; a model that learned scores well below.
     assert metrics["eval_rmse"] < 0.9 * metrics["baseline_rmse"]
-    assert metrics["bayes_floor"] is None  # real data: no generator, no floor
+    assert metrics["bayes_floor"] is None and metrics["best_possible_rmse"] is None  # real data: no generator
     assert metrics["eval_examples"] == len(rows["eval"])
     assert metrics["train_examples_seen"] == 2 * (120000 // (256 * 2)) * 256
     assert len(metrics["history"]) == 2
@@ -174,7 +197,11 @@ def test_aip_model_dir_is_honoured_and_the_bayes_floor_recorded(tmp_path, monkey
         calls.append((list(is_male), list(plurality), len(mother_age), len(gestation_weeks)))
         return 0.987
 
-    monkeypatch.setitem(sys.modules, "natality_sample", types.SimpleNamespace(bayes_floor=fake_bayes_floor))
+    def fake_conditional_mean(is_male, plurality, mother_age, gestation_weeks):
+        return np.full(len(mother_age), 7.0)
+
+    monkeypatch.setitem(sys.modules, "natality_sample", types.SimpleNamespace(
+        bayes_floor=fake_bayes_floor, conditional_mean=fake_conditional_mean))
     monkeypatch.setenv("AIP_MODEL_DIR", str(tmp_path / "base" / "model") + "/")
     monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", str(tmp_path / "base" / "logs") + "/")  # as the local cloud
     monkeypatch.setenv("CLOUD_ML_JOB_ID", "1234")
@@ -185,6 +212,7 @@ def test_aip_model_dir_is_honoured_and_the_bayes_floor_recorded(tmp_path, monkey
     metrics = json.loads((tmp_path / "base" / "metrics.json").read_text())
     assert metrics["model_dir"] == str(tmp_path / "base" / "model")
     assert metrics["bayes_floor"] == 0.987
+    assert metrics["best_possible_rmse"] > 0  # the fake's constant 7.0 lb, scored on the eval labels
     assert metrics["job_id"] == "1234"
     (sexes, pluralities, ages, weeks), = calls
     assert ages == weeks == len(sexes) == metrics["eval_examples"]
