@@ -55,6 +55,7 @@ from local_cloud.tasks.service import CloudTasksService
 from local_cloud.tasks.state import FileTaskStore
 from model_server.errors import ApiError
 from local_cloud.vertex.http import ModelServiceServer
+from local_cloud.vertex.serving_figures import ServingFigures
 from local_cloud.vertex.registry import ModelService
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,9 @@ class LocalCloud:
                                    on_operation_done=self._deploy_done,
                                    resolve_artifact_path=self.jobs.local_path, cloud_state=self.root)
         self.models.create_endpoint(cfg.endpoint_id, cfg.endpoint_id)  # as deploy.sh does, once
-        self.models_server = ModelServiceServer(self.models, "127.0.0.1", 0)
+        # On disk: a bake that spans a crash is judged on the requests before it as well.
+        self.models_server = ModelServiceServer(self.models, "127.0.0.1", 0,
+                                                ServingFigures(log_path=self.root / "serving-figures.jsonl"))
         self.ports["models"] = self.models_server.port
         # On disk: a bake's end scheduled before a crash still comes after it.
         self.tasks = CloudTasksService(self._deliver_task, store=FileTaskStore(self.root / "tasks.json"))

@@ -294,11 +294,12 @@ class ModelServiceServer:
     once; ``close()`` stops the server and its threads.
     """
 
-    def __init__(self, service: "ModelService", host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, service: "ModelService", host: str = "127.0.0.1", port: int = 0,
+                 serving_figures: ServingFigures | None = None):
         self._api_executor = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="model-service-api")
         try:
             # lifespan "on": the forwarder's connections are closed on the server's own loop
-            app = VertexRestApp(service, self._api_executor)
+            app = VertexRestApp(service, self._api_executor, serving_figures)
             self._server = LoopbackServer(app, "the local model service", host, port, lifespan="on")
         except BaseException:
             self._api_executor.shutdown(wait=False)
@@ -310,3 +311,4 @@ class ModelServiceServer:
     def close(self) -> None:
         self._server.close()
         self._api_executor.shutdown(wait=False, cancel_futures=True)
+        self.serving_figures.close()

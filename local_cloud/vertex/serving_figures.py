@@ -25,6 +25,10 @@ Cloud Monitoring computes a percentile of a Distribution, and kept within the sm
 largest latency the window saw.
 
 Recording is the endpoint's hot path: one lock, a dictionary look-up, a few integer updates.
+Given a log (``local_cloud.vertex.serving_figures_log``), each second's bucket is also written
+to disk once it is complete (a one-shot timer per bucket, so about once a second per deployed
+model while it serves, and never while it is idle), when the figures are read and at ``close``,
+so that the figures outlive the process, as Cloud Monitoring's outlive the endpoint.
 """
 
 from __future__ import annotations
@@ -35,7 +39,10 @@ import time
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
+
+from local_cloud.vertex.serving_figures_log import ServingFiguresLog, encode
 
 DEFAULT_RETENTION_S = 24 * 3600
 EXACT_SAMPLES = 96  # float32 samples kept per bucket: as many bytes as its histogram would take
@@ -43,6 +50,7 @@ SMALLEST_BIN_MS = 0.05
 BINS_PER_DOUBLING = 4
 BIN_COUNT = 96  # bin 0: under SMALLEST_BIN_MS; the last: from about 593 s up
 _LAST_BIN = BIN_COUNT - 1
+LOG_DELAY_S = 0.1  # a second's bucket is logged this long after it ends (predicts end a little late)
 
 
 def bin_index(latency_ms: float) -> int:
@@ -64,7 +72,7 @@ def bin_bounds(index: int) -> tuple[float, float]:
 class _Second:
     """One second's figures of one deployed model."""
 
-    __slots__ = ("second", "count", "errors", "low", "high", "samples", "bins")
+    __slots__ = ("second", "count", "errors", "low", "high", "samples", "bins", "logged")
 
     def __init__(self, second: int):
         self.second = second
@@ -74,6 +82,23 @@ class _Second:
         self.high = 0.0
         self.samples: array | None = array("f")
         self.bins: array | None = None
+        self.logged = 0  # the count when this bucket was last written to the log
+
+    @classmethod
+    def restored(cls, fields: dict) -> "_Second":
+        """A bucket from its fields as the log kept them."""
+        bucket = cls(fields["second"])
+        bucket.count, bucket.errors = fields["count"], fields["errors"]
+        bucket.low, bucket.high = float(fields["low"]), float(fields["high"])
+        bucket.logged = bucket.count
+        if "samples" in fields:
+            bucket.samples = array("f", fields["samples"])
+        else:
+            bucket.samples = None
+            bucket.bins = array("I", bytes(4 * BIN_COUNT))
+            for index, count in fields["bins"].items():
+                bucket.bins[min(max(index, 0), _LAST_BIN)] += count
+        return bucket
 
     def add(self, latency_ms: float, error: bool) -> None:
         self.count += 1
@@ -171,7 +196,8 @@ class ServingFigures:
     of whole seconds [start_s, end_s) holds the buckets inside it.
     """
 
-    def __init__(self, retention_s: int = DEFAULT_RETENTION_S, clock: Callable[[], float] = time.time):
+    def __init__(self, retention_s: int = DEFAULT_RETENTION_S, clock: Callable[[], float] = time.time,
+                 log_path: str | Path | None = None):
         if retention_s < 1:
             raise ValueError("retention_s must be at least 1 second")
         self.retention_s = int(retention_s)
@@ -179,6 +205,38 @@ class ServingFigures:
         self._lock = threading.Lock()
         # (endpoint id, deployed model id) -> second -> bucket, oldest second first
         self._series: dict[tuple[str, str], OrderedDict[int, _Second]] = {}
+        self._log = ServingFiguresLog(log_path) if log_path is not None else None
+        if self._log is not None:
+            for endpoint_id, model_id, fields in self._log.load(self._cutoff()):
+                self._series.setdefault((endpoint_id, model_id), OrderedDict())[fields["second"]] = (
+                    _Second.restored(fields))
+
+    def _write_newest(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Log the newest bucket of each series in ``keys`` as it stands (under the lock)."""
+        if self._log is None:
+            return
+        newest = [(key, next(reversed(buckets.values()))) for key in keys if (buckets := self._series.get(key))]
+        self._log.append([self._logged(key, bucket) for key, bucket in newest if bucket.logged != bucket.count])
+
+    def _write_second(self, key: tuple[str, str], second: int) -> None:
+        """Log one second's bucket of a series, if it is still kept and changed since it was logged."""
+        with self._lock:
+            bucket = (self._series.get(key) or {}).get(second)
+            if self._log is not None and bucket is not None and bucket.logged != bucket.count:
+                self._log.append([self._logged(key, bucket)])
+
+    @staticmethod
+    def _logged(key: tuple[str, str], bucket: _Second) -> str:
+        bucket.logged = bucket.count
+        return encode(*key, bucket)
+
+    def close(self) -> None:
+        """Log every series' newest bucket and close the log (the figures stay readable)."""
+        with self._lock:
+            self._write_newest(list(self._series))
+            if self._log is not None:
+                self._log.close()
+                self._log = None
 
     def record(self, endpoint_id: str, deployed_model_id: str, end_time: float, latency_ms: float,
                error: bool) -> None:
@@ -192,7 +250,14 @@ class ServingFigures:
                 buckets = self._series[key] = OrderedDict()
             bucket = buckets.get(second)
             if bucket is None:
+                if buckets:  # the newest second so far is complete
+                    self._write_newest([key])
                 bucket = buckets[second] = _Second(second)
+                if self._log is not None:  # and this one is written once it is, traffic or not
+                    done = threading.Timer(max(0.0, second + 1 + LOG_DELAY_S - self._clock()),
+                                           self._write_second, (key, second))
+                    done.daemon = True
+                    done.start()
                 cutoff = second - self.retention_s
                 while True:  # drop what has aged out, from the oldest (seconds arrive in order)
                     oldest = next(iter(buckets))
@@ -238,6 +303,7 @@ class ServingFigures:
             buckets = self._series.get((endpoint_id, deployed_model_id))
             if not buckets:
                 return []
+            self._write_newest([(endpoint_id, deployed_model_id)])  # what is read is what a crash keeps
             start_s = max(start_s, self._cutoff() + 1)
             chosen: Iterable[_Second]
             if end_s - start_s <= len(buckets):

@@ -179,3 +179,76 @@ def test_recording_from_many_threads_loses_nothing():
     totals = [figures.figures("e", m, T0, T0 + 3) for m in ("m0", "m1")]
     assert [t.requests for t in totals] == [8000, 8000]
     assert [t.errors for t in totals] == [2000, 2000]
+
+
+# --- on disk: the figures outlive the process -----------------------------------------------------
+
+
+def _window(figures: ServingFigures, model: str = "m1"):
+    window = figures.figures("e1", model, T0, T0 + 60)
+    return window.requests, window.errors, window.latency_percentile(50), window.latency_percentile(99)
+
+
+def test_a_new_recorder_on_the_log_reads_back_what_the_last_one_counted_without_being_closed(tmp_path):
+    log = tmp_path / "serving-figures.jsonl"
+    first = recorder(log_path=log)
+    for second in range(5):
+        for index in range(3 if second < 4 else 200):  # the fifth second overflows into a histogram
+            first.record("e1", "m1", T0 + second + index / 1000, 1.0 + index + second, index % 50 == 0)
+    first.record("e1", "m2", T0 + 2.5, 7.0, True)
+    expected = _window(first), _window(first, "m2")  # reading writes the newest buckets too
+    first.record("e1", "m1", T0 + 4.9, 1000.0, False)  # after the read, before the crash: lost
+
+    again = recorder(log_path=log)  # `first` never closed: a kill -9
+    assert (_window(again), _window(again, "m2")) == expected
+    assert again.bucket_count() == 6
+    assert again.deployed_models() == [("e1", "m1"), ("e1", "m2")]
+
+
+def test_close_writes_the_newest_seconds_and_the_log_drops_what_aged_out(tmp_path):
+    log = tmp_path / "serving-figures.jsonl"
+    now = [T0 + 10.0]
+    first = ServingFigures(retention_s=30, clock=lambda: now[0], log_path=log)
+    first.record("e1", "m1", T0 + 1, 2.0, False)
+    first.record("e1", "m1", T0 + 9, 3.0, False)
+    first.close()
+    assert len(log.read_text().splitlines()) == 2
+    first.record("e1", "m1", T0 + 9.5, 4.0, False)  # still counted in memory, no longer logged
+
+    now[0] = T0 + 35.0  # the first second has aged out of the 30 s retention
+    again = ServingFigures(retention_s=30, clock=lambda: now[0], log_path=log)
+    assert len(log.read_text().splitlines()) == 1, "rewritten with what is kept"
+    for _ in range(3):
+        assert again.figures("e1", "m1", T0, T0 + 60).requests == 1
+    assert len(log.read_text().splitlines()) == 1, "a bucket read again unchanged is not written again"
+
+
+def test_a_line_cut_short_by_a_crash_is_skipped_and_the_rest_is_kept(tmp_path, caplog):
+    log = tmp_path / "serving-figures.jsonl"
+    first = recorder(log_path=log)
+    first.record("e1", "m1", T0 + 1, 2.0, False)
+    first.record("e1", "m1", T0 + 2, 3.0, True)
+    first.close()
+    with log.open("a") as out:
+        out.write('{"endpoint":"e1","deployed_model":"m1","second":18')  # torn
+    again = recorder(log_path=log)
+    assert _window(again)[:2] == (2, 1)
+    assert "skipped 1 unreadable line" in caplog.text
+    assert all(line.endswith("}") for line in log.read_text().splitlines())
+
+
+def test_a_second_is_logged_just_after_it_ends_even_when_no_predict_follows(tmp_path):
+    import time
+
+    log = tmp_path / "serving-figures.jsonl"
+    figures = ServingFigures(log_path=log)  # the real clock: the timer is real too
+    now = time.time()
+    figures.record("e1", "m1", now, 2.0, False)
+    figures.record("e1", "m1", now, 3.0, True)
+    deadline = time.monotonic() + 5
+    while not log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "copy.jsonl").write_text(log.read_text())  # what a kill -9 now would leave
+    again = ServingFigures(log_path=tmp_path / "copy.jsonl")
+    window = again.figures("e1", "m1", int(now) - 1, int(now) + 2)
+    assert (window.requests, window.errors) == (2, 1)
