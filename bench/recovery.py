@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -127,6 +128,22 @@ class CloudProcess:
         with urllib.request.urlopen(self.state()["endpoint"], timeout=10) as answer:
             return json.loads(answer.read())
 
+    def predict(self, count: int) -> int:
+        """Send `count` one-instance predictions to the endpoint; how many were answered 200."""
+        from mlrelay.demo import SAMPLE_INSTANCES
+
+        served = 0
+        for index in range(count):
+            body = json.dumps({"instances": [SAMPLE_INSTANCES[index % len(SAMPLE_INSTANCES)]]}).encode()
+            request = urllib.request.Request(f"{self.state()['endpoint']}:predict", data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    served += answer.status == 200
+            except urllib.error.HTTPError:
+                continue
+        return served
+
     def wait_ended(self, run_id: str) -> str:
         return wait_for(lambda: (state := self.state_of(run_id)) in TERMINAL and state, RUN_TIMEOUT_S,
                         f"{run_id} to end")
@@ -143,17 +160,28 @@ MOMENTS: dict[str, Callable[[CloudProcess, str], bool]] = {
 }
 
 
+# During the bake, this many predictions are served before the kill; the bake's verdict after the
+# restart must count them (the endpoint's figures are on disk, as Cloud Monitoring's outlive it).
+PREDICTIONS_BEFORE_CRASH = 40
+# A second's figures are written just after it ends; the kill comes this long after the last.
+FIGURES_WRITTEN_S = 1.5
+
+
 def crash_and_recover(cloud: CloudProcess, moment: str, examples: int) -> dict:
     """Start a run, kill the cloud at `moment`, start it again: what happened, and how long it took."""
     if moment == "during-the-bake" and not cloud.endpoint().get("deployedModels"):
         cloud.wait_ended(cloud.trigger("champion", numTrainExamples=examples - 1))
     run = cloud.trigger(moment, numTrainExamples=examples)
     wait_for(lambda: MOMENTS[moment](cloud, run), RUN_TIMEOUT_S, f"{run} {moment}")
+    served = 0
+    if moment == "during-the-bake":
+        served = cloud.predict(PREDICTIONS_BEFORE_CRASH)
+        time.sleep(FIGURES_WRITTEN_S)
     orphans = cloud.kill9()
     cloud.start()
     final = cloud.wait_ended(run)
     return {"run_id": run, "state": final, "recovery_s": round(time.monotonic() - cloud.started_at, 2),
-            "orphans_left": [pid for pid in orphans if alive(pid)]}
+            "orphans_left": [pid for pid in orphans if alive(pid)], "served_before_crash": served}
 
 
 def lost_manifest_event(root: Path) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.recovery import MOMENTS, REQUEST, CloudProcess, crash_and_recover, wait_for
+from bench.recovery import MOMENTS, PREDICTIONS_BEFORE_CRASH, REQUEST, CloudProcess, crash_and_recover, wait_for
 from local_cloud.child_processes import stale_processes
 
 pytestmark = pytest.mark.slow
@@ -47,6 +47,11 @@ def test_a_run_killed_at_each_boundary_ends_after_a_restart_with_one_job_per_sta
     served = cloud.endpoint()
     assert len(served["deployedModels"]) == 1 and list(served["trafficSplit"].values()) == [100], served
     assert served["deployedModels"][0]["id"] == cloud.runs().deployed_record(run)["deployed_model_id"]
+    if moment == "during-the-bake":  # the verdict, made after the restart, counted what came before it
+        assert crash["served_before_crash"] == PREDICTIONS_BEFORE_CRASH
+        (deployed,) = [e for e in cloud.runs().ledger(run)[run] if e.state.value == "deployed"]
+        counted = sum(figures["requests"] for figures in deployed.details["figures"].values())
+        assert counted == PREDICTIONS_BEFORE_CRASH, deployed.details["figures"]
 
 
 def function_pids(cloud, target: str) -> list[int]:
