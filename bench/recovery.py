@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -130,19 +129,9 @@ class CloudProcess:
 
     def predict(self, count: int) -> int:
         """Send `count` one-instance predictions to the endpoint; how many were answered 200."""
-        from mlrelay.demo import SAMPLE_INSTANCES
+        from mlrelay.demo import send_predictions
 
-        served = 0
-        for index in range(count):
-            body = json.dumps({"instances": [SAMPLE_INSTANCES[index % len(SAMPLE_INSTANCES)]]}).encode()
-            request = urllib.request.Request(f"{self.state()['endpoint']}:predict", data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=30) as answer:
-                    served += answer.status == 200
-            except urllib.error.HTTPError:
-                continue
-        return served
+        return sum(status == 200 for status in send_predictions(self.state()["endpoint"], count))
 
     def wait_ended(self, run_id: str) -> str:
         return wait_for(lambda: (state := self.state_of(run_id)) in TERMINAL and state, RUN_TIMEOUT_S,

@@ -172,6 +172,24 @@ def predict(endpoint_url: str, instances: list[dict]) -> dict:
         raise PredictRefused(f"the endpoint at {endpoint_url} did not answer: {exc.reason}") from None
 
 
+def send_predictions(endpoint_url: str, count: int) -> list[int]:
+    """``count`` predictions of one instance each (SAMPLE_INSTANCES in turn): the HTTP status of each.
+
+    For drills and tests that load an endpoint and look at what it answered, errors included.
+    """
+    statuses = []
+    for index in range(count):
+        body = json.dumps({"instances": [SAMPLE_INSTANCES[index % len(SAMPLE_INSTANCES)]]}).encode()
+        request = urllib.request.Request(f"{endpoint_url}:predict", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                statuses.append(answer.status)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+    return statuses
+
+
 def _mtime(path: Path) -> datetime | None:
     try:
         return datetime.fromtimestamp(path.stat().st_mtime_ns / 1e9, tz=timezone.utc)

@@ -31,24 +31,28 @@ def baseline_rmse(train_label_mean: float, eval_labels: np.ndarray) -> float:
     return rmse(np.full(np.shape(eval_labels), train_label_mean), eval_labels)
 
 
-def _generator(sample: Mapping[str, Any] | None):
-    """The natality_sample package when the data is its output and it is installed; else None.
+def _ask_generator(sample: Mapping[str, Any] | None, function: str, figure: str,
+                   eval_features: Mapping[str, np.ndarray]):
+    """``natality_sample.<function>`` of the eval rows' four features, when the data is its output; else None.
 
     Only the generator knows its own noise; it is imported here, lazily, so the trainer runs
-    where that package is absent (its figures are then None).
+    where that package is absent. The figure is informative: a failure is logged, never raised,
+    so it cannot lose the model.
     """
     if not sample or sample.get("generator") != schema.SAMPLE_GENERATOR_WITH_BAYES_FLOOR:
         return None
     try:
         import natality_sample  # noqa: PLC0415 (optional, imported only for synthetic data)
-    except ImportError as error:
-        log.warning("no Bayes floor: natality_sample is not available (%s)", error)
+
+        answer = getattr(natality_sample, function)
+    except (ImportError, AttributeError) as error:
+        log.warning("no %s: natality_sample is not available (%s)", figure, error)
         return None
-    return natality_sample
-
-
-def _columns(eval_features: Mapping[str, np.ndarray]) -> tuple:
-    return tuple(eval_features[name] for name in ("is_male", "plurality", "mother_age", "gestation_weeks"))
+    try:
+        return answer(*(eval_features[name] for name in ("is_male", "plurality", "mother_age", "gestation_weeks")))
+    except Exception as error:  # the figure is informative; a failure must not lose the model
+        log.warning("no %s: natality_sample.%s failed: %s", figure, function, error)
+        return None
 
 
 def bayes_floor(sample: Mapping[str, Any] | None, eval_features: Mapping[str, np.ndarray]) -> float | None:
@@ -57,18 +61,8 @@ def bayes_floor(sample: Mapping[str, Any] | None, eval_features: Mapping[str, np
     An expectation over the noise: a given eval split may draw less noise than it expects, and
     a model may then score under it (see best_possible_rmse).
     """
-    generator = _generator(sample)
-    if generator is None:
-        return None
-    try:
-        floor = generator.bayes_floor(*_columns(eval_features))
-    except AttributeError as error:
-        log.warning("no Bayes floor: natality_sample is not available (%s)", error)
-        return None
-    except Exception as error:  # the figure is informative; a failure must not lose the model
-        log.warning("no Bayes floor: natality_sample.bayes_floor failed: %s", error)
-        return None
-    return float(floor)
+    floor = _ask_generator(sample, "bayes_floor", "Bayes floor", eval_features)
+    return None if floor is None else float(floor)
 
 
 def best_possible_rmse(sample: Mapping[str, Any] | None, eval_features: Mapping[str, np.ndarray],
@@ -79,16 +73,8 @@ def best_possible_rmse(sample: Mapping[str, Any] | None, eval_features: Mapping[
     so a model's ratio to it is its own excess, where its ratio to the floor also holds the
     split's luck.
     """
-    generator = _generator(sample)
-    if generator is None:
-        return None
-    try:
-        best = generator.conditional_mean(*_columns(eval_features))
-    except AttributeError as error:
-        log.warning("no best possible RMSE: natality_sample is not available (%s)", error)
-        return None
-    except Exception as error:  # the figure is informative; a failure must not lose the model
-        log.warning("no best possible RMSE: natality_sample.conditional_mean failed: %s", error)
+    best = _ask_generator(sample, "conditional_mean", "best possible RMSE", eval_features)
+    if best is None:
         return None
     return rmse(np.asarray(best, dtype=np.float64), np.asarray(eval_labels, dtype=np.float64))
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +19,7 @@ import pytest
 from functions.config import Config
 from local_cloud.cloud import LocalCloud, LocalCloudSettings
 from mlrelay.demo import SAMPLE_INSTANCES, ensure_sample, predict
+from mlrelay.demo import send_predictions as send_predictions_to
 from tests.conftest import REPO
 from tests.e2e.test_local_chain import (
     SMALL_TRAINING,
@@ -75,17 +74,7 @@ def record_of(cloud, run_id: str, state: str):
 
 def send_predictions(cloud, count: int) -> list[int]:
     """`count` predictions, one instance each; the HTTP status of each."""
-    statuses = []
-    for index in range(count):
-        body = json.dumps({"instances": [SAMPLE_INSTANCES[index % len(SAMPLE_INSTANCES)]]}).encode()
-        request = urllib.request.Request(f"{cloud.endpoint_url}:predict", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                statuses.append(answer.status)
-        except urllib.error.HTTPError as exc:
-            statuses.append(exc.code)
-    return statuses
+    return send_predictions_to(cloud.endpoint_url, count)
 
 
 def test_the_first_model_goes_straight_to_all_traffic(cloud):
