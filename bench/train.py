@@ -19,8 +19,8 @@ Against what: the Bayes floor is the *expected* RMSE of the best possible predic
 eval split of 200,000 records holds about 38,000 independent draws of the noise (each record
 comes twice, with and without its sex), so the realised best on these very rows strays from the
 floor by a few tenths of a percent either way. Each model is therefore also scored against the
-oracle: the generator's own conditional mean (natality_sample.conditional_mean) on the same eval
-rows, the best any model can do on them. And all three models are scored on fresh rows: a
+oracle: the generator's own conditional mean on the same eval rows, the best any model can do
+on them (the trainer's metrics.json records its RMSE as best_possible_rmse). And all three models are scored on fresh rows: a
 second sample of FRESH_RECORDS records (another seed) that no model saw, through the same
 pipeline, every row of both its splits (about two million rows at full size). There the
 realised oracle sits within about 0.1 % of the floor, so RMSE / floor measures each model's
@@ -97,7 +97,7 @@ def run(settings: BenchSettings, seeds: int | None = None) -> dict:
 
     fresh = _fresh_scores(settings, work, job_dir / "model", linear, boosted)
     floor = metrics.get("bayes_floor")
-    oracle_rmse = _oracle_rmse(eval_rows)
+    oracle_rmse = metrics.get("best_possible_rmse")  # the trainer scores the generator's own prediction
     seed_figures = _other_seeds(work, manifest_path, trainer_args, seed_count, floor,
                                 first=(metrics["eval_rmse"], trained.wall_s, _slices(job_dir)))
     scores = {"trainer": metrics["eval_rmse"], "linear": linear_rmse, "boosted": boosted_rmse}
@@ -183,7 +183,7 @@ def _slices(job_dir) -> dict:
 
 def _fresh_scores(settings: BenchSettings, work, model_dir, linear, boosted) -> dict:
     """Each model's RMSE on every row of a sample none of them saw, against its floor and oracle."""
-    from natality_sample import PARQUET_FILE, bayes_floor, write_sample
+    from natality_sample import PARQUET_FILE, posterior_moments, write_sample
 
     records = settings.pick(FRESH_RECORDS, QUICK_FRESH_RECORDS)
     write_sample(work / "fresh-sample", rows=records, seed=FRESH_SEED)
@@ -199,8 +199,10 @@ def _fresh_scores(settings: BenchSettings, work, model_dir, linear, boosted) -> 
                          timeout_s=900, what="scoring the trainer's model on the fresh rows").json_line()
     if scored["rows"] != len(rows) or abs(scored["label_sum"] - float(rows.label.sum())) > 1e-5 * len(rows):
         raise RuntimeError(f"the trainer's scores are of other rows: {scored} against {len(rows)} rows")
-    floor = bayes_floor(rows.is_male, rows.plurality, rows.mother_age, rows.gestation_weeks)
-    oracle = _oracle_rmse(rows)
+    # One pass of the generator's posterior gives both: the floor (its variance) and the oracle (its mean).
+    best, variance = posterior_moments(rows.is_male, rows.plurality, rows.mother_age, rows.gestation_weeks)
+    floor = float(np.sqrt(variance.mean()))
+    oracle = linear_baseline.rmse(best, rows.label)
     predictions = {"trainer": np.load(predictions_path), "linear": linear.predict(rows),
                    "boosted": boosted.predict(rows)}
     models = {}
@@ -209,20 +211,8 @@ def _fresh_scores(settings: BenchSettings, work, model_dir, linear, boosted) -> 
         models[name] = {"rmse": round(value, 5), "rmse_over_floor": ratio(value, floor, 4),
                         "rmse_over_oracle": ratio(value, oracle, 4)}
     return {"records": records, "seed": FRESH_SEED, "rows": len(rows), "bayes_floor": round(floor, 5),
-            "oracle_rmse": None if oracle is None else round(oracle, 5), "oracle_over_floor": ratio(oracle, floor, 4),
+            "oracle_rmse": round(oracle, 5), "oracle_over_floor": ratio(oracle, floor, 4),
             "models": models}
-
-
-def _oracle_rmse(eval_rows: linear_baseline.Split) -> float | None:
-    """RMSE of the generator's conditional mean on these rows; None if a row is not the generator's."""
-    from natality_sample import conditional_mean
-
-    try:
-        best = conditional_mean(eval_rows.is_male, eval_rows.plurality, eval_rows.mother_age,
-                                eval_rows.gestation_weeks)
-    except ValueError:
-        return None
-    return linear_baseline.rmse(best, eval_rows.label)
 
 
 def _scores(figures: dict) -> list[str]:
