@@ -243,6 +243,7 @@ class ServingFigures:
         """One predict that ended at `end_time` (Unix seconds) after `latency_ms`; `error`: a 5xx answer."""
         second = int(end_time // 1)
         key = (endpoint_id, deployed_model_id)
+        opened = False
         with self._lock:
             buckets = self._series.get(key)
             if buckets is None:
@@ -253,11 +254,7 @@ class ServingFigures:
                 if buckets:  # the newest second so far is complete
                     self._write_newest([key])
                 bucket = buckets[second] = _Second(second)
-                if self._log is not None:  # and this one is written once it is, traffic or not
-                    done = threading.Timer(max(0.0, second + 1 + LOG_DELAY_S - self._clock()),
-                                           self._write_second, (key, second))
-                    done.daemon = True
-                    done.start()
+                opened = self._log is not None
                 cutoff = second - self.retention_s
                 while True:  # drop what has aged out, from the oldest (seconds arrive in order)
                     oldest = next(iter(buckets))
@@ -265,6 +262,11 @@ class ServingFigures:
                         break
                     del buckets[oldest]
             bucket.add(latency_ms, error)
+        if opened:  # and this one is written once it is complete, traffic or not (outside the lock)
+            delay = max(0.0, second + 1 + LOG_DELAY_S - self._clock())
+            done = threading.Timer(delay, self._write_second, (key, second))
+            done.daemon = True
+            done.start()
 
     def _forget_stale(self, cutoff: int) -> None:
         """Drop deployed models whose newest bucket is at or before `cutoff` (under the lock)."""
