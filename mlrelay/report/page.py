@@ -156,23 +156,24 @@ def _stage_table(facts: RunFacts) -> str:
 
 
 def _data_check(facts: RunFacts) -> str:
-    counts = facts.counts or {}
-    check = counts.get("data_check")
+    check = (facts.counts or {}).get("data_check")
     if not check:
         return ""
-    rows = [(c.get("name", "?"), _fmt(c.get("value")), _fmt(c.get("bound")), _passed(c.get("passed")))
-            for c in check.get("checks") or [] if isinstance(c, dict)]
-    return (f"<p>Data check: {_passed(check.get('passed'))} {_e(str(check.get('reason', '')))}</p>"
-            + (_table(("check", "value", "bound", ""), rows, raw_last=True) if rows else ""))
+    return _decision("Data check", check.get("passed"), check.get("reason", ""), check.get("checks"))
 
 
 def _gate(facts: RunFacts) -> str:
     gate = next((e.details["gate"] for e in facts.records if isinstance(e.details.get("gate"), dict)), None)
     if gate is None:
         return ""
+    return _decision("Gate", gate.get("blessed"), gate.get("reason", ""), gate.get("checks"))
+
+
+def _decision(title: str, passed, reason, checks) -> str:
+    """A decision of the release policy: its verdict and reason, then a row per check behind it."""
     rows = [(c.get("name", "?"), _fmt(c.get("value")), _fmt(c.get("bound")), _passed(c.get("passed")))
-            for c in gate.get("checks") or [] if isinstance(c, dict)]
-    return (f"<p>Gate: {_passed(gate.get('blessed'))} {_e(str(gate.get('reason', '')))}</p>"
+            for c in checks or [] if isinstance(c, dict)]
+    return (f"<p>{title}: {_passed(passed)} {_e(str(reason))}</p>"
             + (_table(("check", "value", "bound", ""), rows, raw_last=True) if rows else ""))
 
 
